@@ -1,0 +1,1 @@
+"""Segmenters (owned by the segmentation work; placeholder so the package imports)."""

@@ -1,0 +1,1 @@
+"""Sinks (owned by the transcoder work; placeholder so the package imports)."""

@@ -1,0 +1,1 @@
+"""Sources (owned by the transcoder work; placeholder so the package imports)."""

@@ -1,0 +1,171 @@
+"""Configuration: typed sections, TOML profiles, command-line overrides.
+
+A profile (``profiles/*.toml``) is just a set of defaults. Resolution order, later wins:
+built-in defaults -> profile -> command-line flags. Unknown keys are an error naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+@dataclass
+class SegmentationConfig:
+    segmenter: str = "mediapipe"      # registry name
+    model: str = "general"            # general (256x256) | landscape (144x256) | a .tflite path
+    threshold: float = 0.0            # confidences below this are cut to 0 (0 = keep soft matte)
+
+
+@dataclass
+class MaskConfig:
+    refine: str = "guided"            # guided | none: edge-aware refinement guided by the frame
+    refine_radius: int = 6            # guided filter radius at 720p (scaled with frame size)
+    refine_eps: float = 1e-3          # guided filter regularisation (smaller keeps more edge)
+    smooth_still: float = 0.6         # temporal smoothing while the person is still (0..1)
+    smooth_motion: float = 0.05       # temporal smoothing while they move (0..1)
+    motion_scale: float = 6.0         # grey-level change per pixel regarded as "moving"
+
+
+@dataclass
+class BackgroundConfig:
+    blur_sigma: float = 12.0          # for --background blur, at 720p
+
+
+@dataclass
+class HarmonizerConfig:
+    name: str = "stats"               # registry name: none | stats | phnet-lite | ...
+    strength: float = 1.0             # 0 = plain composite, 1 = full harmonization
+    grid: int = 4                     # local statistics grid (stats harmonizer)
+    local_weight: float = 0.5         # local vs global statistics mix (stats harmonizer)
+    weights: str = ""                 # weights file for learned harmonizers ("" = default)
+    device: str = "auto"              # auto | cpu | cuda
+    work_size: int = 256              # the harmonizer's own resolution (short side)
+
+
+@dataclass
+class OutputConfig:
+    crf: int = 20                     # H.264 quality (lower = better, bigger)
+    preset: str = "veryfast"          # x264 preset
+    pixel_format: str = "yuv420p"
+
+
+@dataclass
+class LiveConfig:
+    size: str = "1280x720"
+    fps: int = 30
+    sink: str = "virtualcam"
+    source: str = "camera"
+
+
+SECTIONS = {
+    "segmentation": SegmentationConfig,
+    "mask": MaskConfig,
+    "background": BackgroundConfig,
+    "harmonizer": HarmonizerConfig,
+    "output": OutputConfig,
+    "live": LiveConfig,
+}
+
+
+@dataclass
+class Config:
+    description: str = ""
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    harmonizer: HarmonizerConfig = field(default_factory=HarmonizerConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
+    source: str = "built-in defaults"
+
+    # ------------------------------------------------------------------ updates
+    def apply(self, values: Mapping[str, Any], origin: str) -> "Config":
+        """Return a copy with ``values`` applied. Keys are ``section.key`` or nested dicts."""
+        cfg = dataclasses.replace(self, **{s: dataclasses.replace(getattr(self, s)) for s in SECTIONS})
+        for dotted, value in _flatten(values):
+            if dotted == "description":
+                cfg.description = str(value)
+                continue
+            section, _, key = dotted.partition(".")
+            if section not in SECTIONS or not key or "." in key:
+                raise ConfigError(f"unknown key '{dotted}' in {origin}",
+                                  f"valid sections: {', '.join(SECTIONS)}")
+            sec = getattr(cfg, section)
+            names = {f.name: f for f in fields(sec)}
+            if key not in names:
+                raise ConfigError(f"unknown key '{dotted}' in {origin}",
+                                  f"valid keys in [{section}]: {', '.join(names)}")
+            setattr(sec, key, _coerce(value, names[key], dotted, origin))
+        cfg.source = origin if self.source == "built-in defaults" else f"{self.source} + {origin}"
+        return cfg
+
+    def to_dict(self) -> dict:
+        return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = ""):
+    for k, v in values.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            yield from _flatten(v, key + ".")
+        else:
+            yield key, v
+
+
+def _coerce(value: Any, f: dataclasses.Field, dotted: str, origin: str) -> Any:
+    typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str,
+                                                   "bool": bool}.get(str(f.type), str)
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                return value.lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if typ is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return typ(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"'{dotted}' in {origin} must be {typ.__name__}, got {value!r}") from None
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    p = Path(name_or_path).expanduser()
+    if p.suffix == ".toml" or p.exists() or "/" in name_or_path:
+        if not p.is_file():
+            raise ConfigError(f"profile file '{name_or_path}' does not exist",
+                              f"give an existing .toml file or one of: {', '.join(available_profiles())}")
+        return p
+    cand = PROFILES_DIR / f"{name_or_path}.toml"
+    if not cand.is_file():
+        raise ConfigError(f"unknown profile '{name_or_path}'",
+                          f"choose one of: {', '.join(available_profiles())}, or give a path to a .toml file")
+    return cand
+
+
+def load_config(profile: str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the profile (name in ``profiles/`` or a path), then ``overrides``."""
+    cfg = Config()
+    if profile:
+        path = resolve_profile_path(profile)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"profile '{path}' is not valid TOML: {exc}",
+                              "fix the file's syntax") from None
+        cfg = cfg.apply(data, f"profile '{path.stem}'")
+    if overrides:
+        cfg = cfg.apply({k: v for k, v in overrides.items() if v is not None}, "command line")
+    return cfg

@@ -1,0 +1,8 @@
+"""Harmonizers: ``none`` (plain composite), ``stats`` (learning-free PN statistics transfer),
+and learned models (PHNet) registered by :mod:`vidharm.harmonize.learned` when available."""
+from ..registry import registry
+from .base import BaseHarmonizer, NoneHarmonizer, as_float_mask
+
+registry.harmonizers.add("none", NoneHarmonizer, "plain composite, no colour change")
+
+__all__ = ["BaseHarmonizer", "NoneHarmonizer", "as_float_mask"]
