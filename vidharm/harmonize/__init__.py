@@ -6,3 +6,5 @@ from .base import BaseHarmonizer, NoneHarmonizer, as_float_mask
 registry.harmonizers.add("none", NoneHarmonizer, "plain composite, no colour change")
 
 __all__ = ["BaseHarmonizer", "NoneHarmonizer", "as_float_mask"]
+
+from . import stats  # noqa: E402,F401  (registers "stats")

@@ -1,0 +1,44 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def vidharm_exe() -> list[str]:
+    exe = Path(sys.executable).parent / "vidharm"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "vidharm.cli"]
+
+
+def run_cli(*args, env=None, cwd=None, timeout=300):
+    """Run the real console script; returns CompletedProcess (text)."""
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    return subprocess.run(vidharm_exe() + [str(a) for a in args], capture_output=True, text=True,
+                          env=e, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def asset():
+    from vidharm import assets
+
+    def get(name):
+        return str(assets.path(name))
+    return get
+
+
+@pytest.fixture(scope="session")
+def sample_frame(asset):
+    import av
+    with av.open(asset("sample-clip")) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i == 30:
+                return f.to_ndarray(format="rgb24")

