@@ -1,0 +1,411 @@
+"""Offline batch transcoding: video files in, processed H.264 MP4s out.
+
+:func:`transcode_files` runs every input through a *frame processor* and writes an MP4 with
+the input's exact frame timestamps and its audio (see :mod:`vidharm.video`).
+
+A frame processor is any callable ``proc(rgb, t) -> rgb``: ``rgb`` is ``(H, W, 3)`` uint8 RGB,
+upright, ``t`` the frame's time in seconds; it returns a frame of the same shape and dtype.
+It may have ``close()`` (called after its file, also on errors) and ``timings``: a mapping
+``stage -> seconds`` (cumulative) that is copied into :attr:`FileResult.stage_timings` so the
+pipeline can report its own stages (segment, composite, harmonize...). ``make_processor`` is
+called once per file with that file's :class:`~vidharm.video.VideoInfo`.
+
+Rules: ``out`` (``-o``) only with one input; ``out_dir`` for many (``NAME.mov`` ->
+``OUT_DIR/NAME{suffix}.mp4``); with neither, outputs go beside their inputs. Existing outputs
+are skipped unless ``overwrite``. In a batch a bad file is reported (one line) and the rest
+still run; Ctrl-C stops the batch, deletes the partial output and re-raises.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Protocol
+
+import numpy as np
+
+from .config import OutputConfig
+from .errors import InputError, OutputError, VidharmError
+from .video import (MP4_SUFFIXES, VideoInfo, VideoReader, VideoWriter, audio_stream,
+                    check_input_file, check_output_config, ensure_output_dir, probe, same_file)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SUFFIX = "_harmonized"
+
+
+class FrameProcessor(Protocol):
+    def __call__(self, rgb: np.ndarray, t: float) -> np.ndarray: ...
+
+
+ProcessorFactory = Callable[[VideoInfo], FrameProcessor]
+
+
+def identity_processor(info: VideoInfo | None = None) -> FrameProcessor:
+    """A processor factory whose processor returns every frame unchanged."""
+    return lambda rgb, t: rgb
+
+
+# ---------------------------------------------------------------------------- results
+@dataclass
+class FileResult:
+    """What happened to one input."""
+
+    input: str
+    output: Optional[str]
+    status: str                          # "ok" | "skipped" | "failed"
+    message: str = ""                    # one line: why skipped / why failed
+    error: Optional[BaseException] = None
+    frames: int = 0
+    duration: float = 0.0                # seconds of video written
+    seconds: float = 0.0                 # wall-clock time for this file
+    audio: Optional[str] = None          # "copy", "aac" or None (no audio)
+    timings: dict = field(default_factory=dict)        # probe/decode/process/encode/audio/total s
+    stage_timings: dict = field(default_factory=dict)  # the processor's own ``timings``
+    info: Optional[VideoInfo] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def fps(self) -> float:
+        """Frames per wall-clock second for the whole file."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class BatchResult:
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "ok"]
+
+    @property
+    def skipped(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "skipped"]
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def any_failed(self) -> bool:
+        return any(f.status == "failed" for f in self.files)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed, else 1 (skipped files are not failures)."""
+        return 1 if self.any_failed else 0
+
+    def summary(self) -> str:
+        parts = [f"{len(self.ok)} written"]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} skipped")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------- planning
+def expand_inputs(inputs: list[str]) -> list[tuple[str, Optional[VidharmError]]]:
+    """Expand globs; keep order; drop duplicates. Each item: (path, error or None)."""
+    out: list[tuple[str, Optional[VidharmError]]] = []
+    seen: set[str] = set()
+
+    def add(p: str, err: Optional[VidharmError] = None):
+        key = os.path.realpath(p)
+        if err is None and key in seen:
+            return
+        seen.add(key)
+        out.append((p, err))
+
+    for raw in inputs:
+        arg = os.path.expanduser(os.fspath(raw))
+        if os.path.exists(arg) or not glob.has_magic(arg):
+            add(arg)
+            continue
+        matches = sorted(glob.glob(arg))
+        files = [m for m in matches if not os.path.isdir(m)]
+        if not files:
+            add(arg, InputError(f"no file matches '{arg}'",
+                                "check the pattern; quote it so your shell does not expand it"))
+        for m in files:
+            add(m)
+    return out
+
+
+def output_name(input_path: str, suffix: str = DEFAULT_SUFFIX) -> str:
+    """``clip.mov`` -> ``clip{suffix}.mp4``."""
+    return Path(input_path).stem + suffix + ".mp4"
+
+
+def _check_out_path(out: str) -> Path:
+    p = Path(os.path.expanduser(out))
+    if p.is_dir():
+        raise OutputError(f"output '{out}' is a folder",
+                          "give a file name ending in .mp4, or use --out-dir for a folder")
+    if p.suffix.lower() not in MP4_SUFFIXES:
+        raise OutputError(f"output '{out}' must end in .mp4",
+                          "the output is always an H.264 MP4 file; name it accordingly")
+    return p
+
+
+# ---------------------------------------------------------------------------- progress
+class _Progress:
+    """Per-file bar plus an overall bar (rich). A no-op when disabled."""
+
+    def __init__(self, enabled: bool, n_files: int, console=None):
+        self.enabled = False
+        self._p = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                                   TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        from rich.text import Text
+
+        console = console or Console(stderr=True)
+        if not console.is_terminal or console.is_dumb_terminal:
+            return
+
+        class FpsColumn(ProgressColumn):
+            def render(self, task):
+                fps = task.fields.get("fps")
+                return Text(f"{fps:6.1f} fps" if fps else "       fps", style="progress.data.speed")
+
+        self._p = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                           MofNCompleteColumn(), FpsColumn(), TimeElapsedColumn(),
+                           TimeRemainingColumn(), console=console, transient=False)
+        self.enabled = True
+        self._n = n_files
+        self._t0 = time.perf_counter()
+        self._frames_total = 0
+        self._overall = None
+        self._task = None
+        self._file_t0 = 0.0
+        self._file_share = 0.0
+        self._file_base = 0.0
+
+    def __enter__(self):
+        if self._p is not None:
+            self._p.__enter__()
+            if self._n > 1:
+                self._overall = self._p.add_task(f"all {self._n} files", total=self._n, fps=0.0)
+        return self
+
+    def __exit__(self, *exc):
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def start_file(self, index: int, name: str, frames: int) -> None:
+        if not self.enabled:
+            return
+        self._task = self._p.add_task(name, total=max(1, frames), fps=0.0)
+        self._file_t0 = time.perf_counter()
+        self._file_frames = max(1, frames)
+        self._file_base = float(index)
+
+    def frame(self, done: int) -> None:
+        if not self.enabled or self._task is None:
+            return
+        self._frames_total += 1
+        now = time.perf_counter()
+        self._p.update(self._task, completed=min(done, self._file_frames),
+                       fps=done / max(now - self._file_t0, 1e-6))
+        if self._overall is not None:
+            self._p.update(self._overall,
+                           completed=self._file_base + min(done / self._file_frames, 0.999),
+                           fps=self._frames_total / max(now - self._t0, 1e-6))
+
+    def end_file(self, index: int, name: str, result: FileResult) -> None:
+        if not self.enabled:
+            return
+        mark = {"ok": "done", "skipped": "skipped", "failed": "FAILED"}[result.status]
+        if self._task is None:
+            self._task = self._p.add_task(name, total=1, fps=0.0)
+        if result.status == "ok":
+            self._p.update(self._task, total=max(result.frames, 1), completed=result.frames)
+        self._p.update(self._task, description=f"{name} ({mark})")
+        self._p.stop_task(self._task)
+        self._task = None
+        if self._overall is not None:
+            self._p.update(self._overall, completed=index + 1)
+
+
+# ---------------------------------------------------------------------------- one file
+def transcode_file(src: str, dst: str | os.PathLike, make_processor: ProcessorFactory | None = None,
+                   *, output_cfg: OutputConfig | None = None, overwrite: bool = False,
+                   on_frame: Callable[[int], None] | None = None,
+                   on_info: Callable[[VideoInfo], None] | None = None) -> FileResult:
+    """Transcode one file through a processor. Raises :class:`VidharmError` on failure,
+    and re-raises anything else (KeyboardInterrupt included) after removing partial output.
+    """
+    t_start = time.perf_counter()
+    dst = Path(dst)
+    if same_file(src, dst):
+        raise OutputError(f"output '{dst}' is the input file",
+                          "choose another output name or folder; the input is never overwritten")
+    t0 = time.perf_counter()
+    info = probe(src)
+    probe_s = time.perf_counter() - t0
+    if on_info is not None:
+        on_info(info)
+    make_processor = make_processor or identity_processor
+    proc = make_processor(info)
+    decode_s = process_s = encode_s = 0.0
+    writer: VideoWriter | None = None
+    frames = 0
+    try:
+        def carry(packet):
+            writer.write_audio_packet(packet)
+
+        def pick_audio(container):
+            s = audio_stream(container)
+            return [s] if s is not None else []
+
+        with VideoReader(src, info=info, select_streams=pick_audio, on_packet=carry) as reader:
+            aud = reader.other_streams[0] if reader.other_streams else None
+            writer = VideoWriter(dst, info.size, time_base=info.time_base, fps=info.fps,
+                                 output_cfg=output_cfg, audio_from=aud, overwrite=overwrite,
+                                 input_path=src)
+            try:
+                frames_iter = iter(reader)
+                expect = (info.height, info.width, 3)
+                while True:
+                    t0 = time.perf_counter()
+                    try:
+                        rgb, t, idx = next(frames_iter)
+                    except StopIteration:
+                        decode_s += time.perf_counter() - t0
+                        break
+                    t1 = time.perf_counter()
+                    out = proc(rgb, t)
+                    t2 = time.perf_counter()
+                    if not isinstance(out, np.ndarray) or out.shape != expect or out.dtype != np.uint8:
+                        got = (f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray)
+                               else type(out).__name__)
+                        raise ValueError(f"frame processor returned {got} for frame {idx}; "
+                                         f"expected {expect} uint8")
+                    writer.write(out, t)
+                    t3 = time.perf_counter()
+                    decode_s += t1 - t0
+                    process_s += t2 - t1
+                    encode_s += t3 - t2
+                    frames += 1
+                    if on_frame is not None:
+                        on_frame(frames)
+                t0 = time.perf_counter()
+                writer.close(end_time=reader.end_time)
+                encode_s += time.perf_counter() - t0
+            except BaseException:
+                writer.abort()
+                raise
+    finally:
+        close = getattr(proc, "close", None)
+        if callable(close):
+            close()
+    audio_s = writer.audio_seconds if writer else 0.0
+    total = time.perf_counter() - t_start
+    stages = getattr(proc, "timings", None)
+    return FileResult(
+        input=src, output=str(dst), status="ok", frames=frames,
+        duration=(reader.end_time or 0.0) - info.start_time, seconds=total,
+        audio=writer.audio_mode if writer else None,
+        timings={"probe": probe_s, "decode": max(0.0, decode_s - audio_s), "process": process_s,
+                 "encode": encode_s, "audio": audio_s, "total": total},
+        stage_timings=dict(stages) if isinstance(stages, Mapping) else {},
+        info=info)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, VidharmError):
+        return exc.one_line()
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+# ---------------------------------------------------------------------------- batch
+def transcode_files(inputs: list[str], out: str | None = None, out_dir: str | None = None,
+                    make_processor: ProcessorFactory | None = None, overwrite: bool = False,
+                    output_cfg: OutputConfig | None = None, progress: bool = True,
+                    suffix: str = DEFAULT_SUFFIX, console=None,
+                    on_result: Callable[[FileResult], None] | None = None) -> BatchResult:
+    """Transcode ``inputs`` (paths or glob patterns) and report per file.
+
+    Raises :class:`OutputError` before any work for unusable output settings (``out`` with
+    several inputs, both ``out`` and ``out_dir``, an output folder that cannot be written) and
+    :class:`InputError` when no inputs are given. Per-file problems (bad input, existing
+    output, output == input) are recorded in the result and the batch goes on.
+    ``on_result`` is called after each file (e.g. to print a line).
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [os.fspath(inputs)]
+    if not inputs:
+        raise InputError("no input files given", "name one or more video files")
+    if out and out_dir:
+        raise OutputError("both an output file and an output folder were given",
+                          "use -o FILE for one input, or --out-dir DIR for several")
+    plan = expand_inputs(list(inputs))
+    if out and len(plan) > 1:
+        raise OutputError(f"-o/--output names one file but {len(plan)} inputs were given",
+                          "use --out-dir DIR to transcode several files")
+
+    # encoder settings, outputs, and the folders they go to: checked before any work
+    check_output_config(output_cfg)
+    if out:
+        out_path = _check_out_path(out)
+        ensure_output_dir(out_path.parent)
+    elif out_dir:
+        ensure_output_dir(os.path.expanduser(out_dir))
+
+    result = BatchResult()
+    claimed: dict[str, str] = {}
+    with _Progress(progress, len(plan), console) as bar:
+        for i, (src, plan_err) in enumerate(plan):
+            t0 = time.perf_counter()
+            if out:
+                dst: Optional[Path] = out_path
+            else:
+                folder = Path(os.path.expanduser(out_dir)) if out_dir else Path(src).parent
+                dst = folder / output_name(src, suffix)
+            name = os.path.basename(src) or src
+            res = FileResult(input=src, output=str(dst), status="failed")
+            try:
+                if plan_err is not None:
+                    raise plan_err
+                check_input_file(src)
+                if same_file(src, dst):
+                    raise OutputError(f"output '{dst}' would be the input file itself",
+                                      "use a --suffix or another --out-dir; inputs are never overwritten")
+                key = os.path.realpath(dst)
+                if key in claimed:
+                    raise OutputError(f"'{src}' and '{claimed[key]}' would both be written to '{dst}'",
+                                      "rename one of them or transcode them into different folders")
+                claimed[key] = src
+                if dst.exists() and not overwrite:
+                    res = FileResult(input=src, output=str(dst), status="skipped",
+                                     message=f"output '{dst}' already exists (use --overwrite to replace it)")
+                else:
+                    if not out and not out_dir:
+                        ensure_output_dir(dst.parent)
+                    res = transcode_file(
+                        src, dst, make_processor, output_cfg=output_cfg, overwrite=True,
+                        on_info=lambda info, i=i, name=name: bar.start_file(i, name, info.frames),
+                        on_frame=bar.frame)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # a bad file must not stop the batch
+                if not isinstance(exc, VidharmError):
+                    log.debug("unexpected error on %s", src, exc_info=True)
+                res = FileResult(input=src, output=None, status="failed",
+                                 message=_one_line(exc), error=exc)
+                res.seconds = time.perf_counter() - t0
+            bar.end_file(i, name, res)
+            result.files.append(res)
+            if on_result is not None:
+                on_result(res)
+    return result
