@@ -63,7 +63,8 @@ def test_soft_mask_blends_linearly():
     mask = np.full(img.shape[:2], 0.5, np.float32)
     g = ColorGrid(np.array([[[[1, 0, 0, 0.2], [0, 1, 0, 0.2], [0, 0, 1, 0.2]]]], np.float32))
     out = apply_grid(img, mask, g).astype(int)
-    expect = np.clip(img + 0.5 * 0.2 * 255, 0, 255)
+    # the transformed person saturates first, then blends with the base half and half
+    expect = 0.5 * np.clip(img.astype(float) + 0.2 * 255, 0, 255) + 0.5 * img
     assert np.abs(out - expect).max() <= 1
 
 
@@ -72,3 +73,22 @@ def test_resize_for_work_never_upscales():
     assert resize_for_work(img, 256) is img
     small = resize_for_work(np.zeros((720, 1280, 3), np.uint8), 256)
     assert small.shape[:2] == (256, 455)
+
+
+def test_fused_apply_equals_composite_for_identity_and_keeps_background():
+    from vidharm.color import apply_grid_fused
+    from vidharm.composite import composite
+    rng = np.random.default_rng(1)
+    fg = rng.integers(0, 256, (72, 128, 3), dtype=np.uint8)
+    bg = rng.integers(0, 256, (72, 128, 3), dtype=np.uint8)
+    mask = np.zeros((72, 128), np.float32)
+    mask[10:60, 30:90] = np.linspace(0, 1, 60, dtype=np.float32)[None, :]
+    ident = apply_grid_fused(fg, bg, mask, ColorGrid.identity(3, 3))
+    assert np.abs(ident.astype(int) - composite(fg, bg, mask)).max() <= 1
+    c = ColorGrid.identity(3, 3).coeffs.copy()
+    c[..., 0, 0] = 1.3
+    out = apply_grid_fused(fg, bg, mask, ColorGrid(c))
+    assert np.array_equal(out[mask == 0], bg[mask == 0])
+    full = mask == 1
+    expect_r = np.clip(fg[..., 0].astype(float) * 1.3, 0, 255)
+    assert np.abs(out[..., 0][full] - expect_r[full]).max() <= 1

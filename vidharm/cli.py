@@ -130,45 +130,37 @@ def transcode(inputs, output, out_dir, background, overwrite, suffix, no_progres
     """
     from .transcode import transcode_files
     from .pipeline import FramePipeline
+    from .composite import make_background
     cfg = _config(profile, **kw)
-    _check_background(background)
-
-    def make_processor(info):
-        return FramePipeline(cfg, background, video=True)
-
-    result = transcode_files(list(inputs), out=output, out_dir=out_dir, make_processor=make_processor,
-                             overwrite=overwrite, output_cfg=cfg.output, suffix=suffix,
-                             progress=not no_progress)
+    with make_background(background, cfg) as bg:          # fails before any work if unusable
+        result = transcode_files(list(inputs), out=output, out_dir=out_dir,
+                                 make_processor=lambda info: FramePipeline(cfg, bg, video=True),
+                                 overwrite=overwrite, output_cfg=cfg.output, suffix=suffix,
+                                 progress=not no_progress)
     _report_batch(result)
 
 
-def _check_background(spec: str) -> None:
-    """Fail before any work if the background cannot be used."""
-    from .composite import make_background
-    from .config import BackgroundConfig
-    prov = make_background(spec, BackgroundConfig())
-    close = getattr(prov, "close", None)
-    if close:
-        close()
-
-
 def _report_batch(result) -> None:
-    items = getattr(result, "items", None) or getattr(result, "files", [])
-    failed = 0
-    for it in items:
-        status = getattr(it, "status", "")
-        if status == "failed":
-            failed += 1
-            _echo_err(f"error: {it.input}: {it.error}")
-        elif status == "skipped":
-            _echo_err(f"skipped: {it.output} exists (use --overwrite to replace it)")
+    """One line per file; exit non-zero if any failed."""
+    for it in result.files:
+        if it.status == "failed":
+            _echo_err(f"error: {it.input}: {it.message}")
+        elif it.status == "skipped":
+            _echo_err(f"skipped: {it.input}: {it.message}")
         else:
-            click.echo(f"wrote {it.output}")
-    if failed:
+            click.echo(f"wrote {it.output} ({it.frames} frames, {it.fps:.1f} fps"
+                       f"{', audio ' + it.audio if it.audio else ''})")
+    if result.any_failed:
+        _echo_err(f"{result.summary()}")
         raise click.exceptions.Exit(EXIT_USER)
 
 
 # ---------------------------------------------------------------- stills
+def _check_output(path: str) -> None:
+    """Fail before any work when the output's folder cannot be written."""
+    from .video import ensure_output_dir
+    ensure_output_dir(Path(path).expanduser().resolve().parent)
+
 @main.command(epilog="""\b
 Example:
   vidharm composite me.jpg beach.jpg -o me_on_beach.png --harmonizer stats
@@ -180,14 +172,13 @@ Example:
 @pipeline_options
 def composite(person, background, output, mask_out, profile, **kw):
     """Cut the person out of the PERSON photo and put them on BACKGROUND (a still)."""
-    from .imageio import load_image, save_image, check_output_path
+    from .composite import make_background
+    from .imageio import load_image, save_image
     from .pipeline import FramePipeline
-    kw.setdefault("harmonizer", None)
     cfg = _config(profile, **{**kw, "harmonizer": kw.get("harmonizer") or "none"})
-    check_output_path(output)
+    _check_output(output)
     rgb = load_image(person)
-    _check_background(background)
-    with FramePipeline(cfg, background, video=False) as pipe:
+    with make_background(background, cfg) as bg, FramePipeline(cfg, bg, video=False) as pipe:
         out = pipe(rgb, None)
         save_image(output, out)
         if mask_out:
@@ -205,10 +196,10 @@ Example:
 @pipeline_options
 def harmonize(composite_path, mask_path, output, profile, **kw):
     """Harmonize a ready composite with its person MASK (0 = background, 255 = person)."""
-    from .imageio import load_image, load_mask, save_image, check_output_path
+    from .imageio import load_image, load_mask, save_image
     from .pipeline import build_harmonizer
     cfg = _config(profile, **kw)
-    check_output_path(output)
+    _check_output(output)
     comp = load_image(composite_path)
     mask = load_mask(mask_path, comp.shape[:2])
     h = build_harmonizer(cfg)

@@ -15,8 +15,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import functools
+
 import cv2
 import numpy as np
+
+from ._threads import blas_single_thread
+
+
+def _single_blas(fn):
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        with blas_single_thread():
+            return fn(*a, **k)
+    return wrapper
 
 IDENTITY = np.concatenate([np.eye(3, dtype=np.float32), np.zeros((3, 1), np.float32)], 1)
 
@@ -52,46 +64,75 @@ class ColorGrid:
 
 
 # ----------------------------------------------------------------------------- applying
+@_single_blas
 def apply_grid(composite: np.ndarray, mask: np.ndarray, grid: ColorGrid) -> np.ndarray:
     """Apply ``grid`` to the person in ``composite`` at full resolution.
 
-    composite: uint8 (H, W, 3) RGB; mask: float32 (H, W) in [0, 1]; returns uint8 (H, W, 3).
-    Background pixels (mask == 0) are returned unchanged, bit for bit. Work is limited to the
-    bounding box of the mask; per-pixel coefficients come from a bilinear resize of the grid
-    (cell centres at pixel positions ``(i + 0.5) * H / gh``, edges clamped).
+    composite: uint8 (H, W, 3) RGB; mask: float32 (H, W) in [0, 1]; returns uint8 (H, W, 3)
+    ``composite + mask * (T(composite) - composite)``. Background pixels (mask == 0) are
+    returned unchanged, bit for bit.
     """
-    out = composite.copy()
+    return _apply(composite, composite, mask, grid)
+
+
+@_single_blas
+def apply_grid_fused(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray, grid: ColorGrid) -> np.ndarray:
+    """Composite and harmonize in one pass: ``bg + mask * (T(fg) - bg)``.
+
+    fg: the camera frame, bg: the new background, both uint8 (H, W, 3); mask float32 (H, W).
+    Transforming the person's own pixels (not the already-mixed edge pixels) is also the more
+    faithful choice at soft edges. Equals ``composite(fg, bg, mask)`` for the identity grid.
+    """
+    return _apply(fg, bg, mask, grid)
+
+
+_DIAGONAL = [0, 3, 5, 7, 10, 11]        # gain/offset entries of the flattened (3, 4) matrices
+_OFF_DIAGONAL = [1, 2, 4, 6, 8, 9]
+
+
+def _apply(src: np.ndarray, base: np.ndarray, mask: np.ndarray, grid: ColorGrid) -> np.ndarray:
+    """``base + m * (T(src) - base)`` on the mask's bounding box; ``base`` elsewhere."""
+    out = base.copy()
     ys, xs = _mask_bbox(mask)
     if ys is None:
         return out
     h, w = mask.shape
-    crop = composite[ys, xs]
-    m = np.ascontiguousarray(mask[ys, xs], dtype=np.float32)
+    m = mask[ys, xs]
+    planes = [c.astype(np.float32) for c in cv2.split(src[ys, xs])]   # 3 x (h', w'), 0..255
     gh, gw = grid.shape
-    coeffs = grid.coeffs.reshape(gh, gw, 12).copy()
+    coeffs = grid.coeffs.reshape(gh, gw, 12).astype(np.float32)
     coeffs[..., 3::4] *= 255.0                                         # offsets on the 0..255 scale
-    planes = crop.transpose(2, 0, 1).astype(np.float32)                # (3, h', w'), 0..255
+    diagonal = not np.any(coeffs[..., _OFF_DIAGONAL])
+    mapped = []
     if gh == 1 and gw == 1:
-        a = coeffs[0, 0].reshape(3, 4)
-        mapped = np.tensordot(a[:, :3], planes, axes=1)                # (3, h', w')
-        mapped += a[:, 3, None, None]
+        a = coeffs[0, 0]
+        for c in range(3):
+            k = 4 * c
+            o = a[k + c] * planes[c] if diagonal else \
+                a[k] * planes[0] + a[k + 1] * planes[1] + a[k + 2] * planes[2]
+            o += a[k + 3]
+            mapped.append(o)
+    elif diagonal:                                                     # per-channel gain, offset
+        maps = _coeff_maps(coeffs[..., _DIAGONAL], h, w, ys, xs)       # (6, h', w')
+        for c in range(3):
+            o = maps[2 * c] * planes[c]
+            o += maps[2 * c + 1]
+            mapped.append(o)
     else:
-        maps = _coeff_maps(coeffs, h, w, ys, xs).reshape(3, 4, *m.shape)
-        mapped = maps[:, 0] * planes[0]
-        mapped += maps[:, 1] * planes[1]
-        mapped += maps[:, 2] * planes[2]
-        mapped += maps[:, 3]
-    mapped -= planes                                                   # x + m * (T(x) - x)
-    mapped *= m
-    mapped += planes
-    res = list(mapped)
-    blended = cv2.merge(res)
-    np.clip(blended, 0.0, 255.0, out=blended)
-    blended += 0.5
-    region = blended.astype(np.uint8)
-    keep = m <= 0.0                                                    # exact background
-    region[keep] = crop[keep]
-    out[ys, xs] = region
+        maps = _coeff_maps(coeffs, h, w, ys, xs)                       # (12, h', w')
+        for c in range(3):
+            k = 4 * c
+            o = maps[k] * planes[0]
+            o += maps[k + 1] * planes[1]
+            o += maps[k + 2] * planes[2]
+            o += maps[k + 3]
+            mapped.append(o)
+    t_src = cv2.merge(mapped)
+    np.clip(t_src, 0.0, 255.0, out=t_src)
+    t_src = (t_src + 0.5).astype(np.uint8)                             # T(src), uint8
+    m = np.ascontiguousarray(m, dtype=np.float32)
+    # cv2.blendLinear: (a * wa + b * wb) / (wa + wb), rounded; exact base where m == 0
+    out[ys, xs] = cv2.blendLinear(t_src, np.ascontiguousarray(base[ys, xs]), m, 1.0 - m)
     return out
 
 
@@ -132,6 +173,7 @@ def _mask_bbox(mask: np.ndarray, thresh: float = 1e-3):
 
 
 # ----------------------------------------------------------------------------- fitting
+@functools.lru_cache(maxsize=16)
 def cell_weights(h: int, w: int, gh: int, gw: int, sharpness: float = 1.0) -> np.ndarray:
     """Soft assignment of pixels to cells, (gh*gw, h*w), rows sum over cells to 1.
 
@@ -145,9 +187,12 @@ def cell_weights(h: int, w: int, gh: int, gw: int, sharpness: float = 1.0) -> np
     wy = np.exp(-0.5 * ((gy[None, :] - cy[:, None]) * sharpness) ** 2)    # (gh, h)
     wx = np.exp(-0.5 * ((gx[None, :] - cx[:, None]) * sharpness) ** 2)    # (gw, w)
     wgt = (wy[:, None, :, None] * wx[None, :, None, :]).reshape(gh * gw, h * w)
-    return wgt / wgt.sum(0, keepdims=True)
+    wgt /= wgt.sum(0, keepdims=True)
+    wgt.flags.writeable = False          # cached and shared: callers must not modify it
+    return wgt
 
 
+@_single_blas
 def fit_grid(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, grid: tuple[int, int] = (4, 4),
              ridge: float = 1e-2) -> ColorGrid:
     """Fit a :class:`ColorGrid` mapping ``src`` colours to ``dst`` colours over the mask.
@@ -190,6 +235,15 @@ def _as_unit(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint8:
         return img.astype(np.float32) * (1.0 / 255.0)
     return img.astype(np.float32, copy=False)
+
+
+def subsample(img: np.ndarray, short_side: int) -> np.ndarray:
+    """Strided view with the shorter side about ``short_side`` (no copy, no filtering).
+
+    For statistics (means, variances) a regular subsample is as good as a filtered resize and
+    costs nothing."""
+    step = max(1, min(img.shape[:2]) // short_side)
+    return img[::step, ::step]
 
 
 def resize_for_work(img: np.ndarray, short_side: int, interp=cv2.INTER_AREA) -> np.ndarray:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .color import apply_grid_fused
+from .composite import composite
 from .config import Config
 from .registry import registry
 
@@ -28,6 +30,9 @@ class StageTimer:
         self.total[stage] += seconds
         self.count[stage] += 1
 
+    def seconds(self) -> dict:
+        return dict(self.total)
+
     def ms(self, stage: str) -> float:
         n = self.count.get(stage, 0)
         return 1000.0 * self.total.get(stage, 0.0) / n if n else 0.0
@@ -40,55 +45,81 @@ def build_harmonizer(cfg: Config):
 class FramePipeline:
     """Cut the person out of each frame, put them on ``background`` and harmonize.
 
-    ``background`` is a spec for :func:`vidharm.composite.make_background` (image path,
-    video path, or ``"blur"``). ``video=True`` enables temporal smoothing (mask and
-    harmonizer); stills use ``video=False``.
+    ``background`` is a :class:`vidharm.composite.BackgroundProvider` (shared, owned by the
+    caller) or a spec for :func:`vidharm.composite.make_background` (image path, video path,
+    ``"blur"``; then the pipeline owns it). ``video=True`` enables temporal smoothing (mask
+    and harmonizer) and MediaPipe's VIDEO mode; stills use ``video=False``.
     """
 
-    def __init__(self, cfg: Config, background: str, video: bool = True,
+    def __init__(self, cfg: Config, background, video: bool = True,
                  segmenter=None, harmonizer=None, harmonizer_smoothing: float = 0.7):
-        from .composite import make_background
+        from .composite import BackgroundProvider, make_background
         from .mask import MaskRefiner
         self.cfg = cfg
         self.video = video
-        self.background = make_background(background, cfg.background)
-        self.segmenter = segmenter or registry.segmenters.create(
-            cfg.segmentation.segmenter, model=cfg.segmentation.model, video=video)
-        self.refiner = MaskRefiner(cfg.mask, temporal=video)
+        self._owns_background = not isinstance(background, BackgroundProvider)
+        self.background = make_background(background, cfg) if self._owns_background else background
+        self.background.reset()
+        self.segmenter = segmenter or registry.segmenters.create(cfg.segmentation.segmenter,
+                                                                 cfg.segmentation)
+        self.refiner = MaskRefiner(cfg.mask, smooth=video)
         self.harmonizer = harmonizer or build_harmonizer(cfg)
         if video and hasattr(self.harmonizer, "smoothing"):
             self.harmonizer.smoothing = harmonizer_smoothing
         self.timer = StageTimer()
         self.last_mask: np.ndarray | None = None
-        self.last_composite: np.ndarray | None = None
+        self.last_bg: np.ndarray | None = None
+        self._last_rgb: np.ndarray | None = None
 
     def __call__(self, rgb: np.ndarray, t: float | None = None) -> np.ndarray:
         clock = time.perf_counter
         t0 = clock()
+        self._last_rgb = rgb
         raw = self.segmenter.segment(rgb, t if self.video else None)
-        if self.cfg.segmentation.threshold > 0:
-            raw = np.where(raw < self.cfg.segmentation.threshold, 0.0, raw).astype(np.float32)
         t1 = clock()
         mask = self.refiner(raw, rgb)
         t2 = clock()
         h, w = rgb.shape[:2]
-        bg = self.background.frame((w, h), t or 0.0, current=rgb)
-        from .composite import composite
-        comp = composite(rgb, bg, mask)
+        bg = self.background.frame((w, h), t or 0.0, current=rgb, mask=mask)
+        # grid harmonizers fit on a subsampled composite, then one fused full-res pass does
+        # compositing and colour transform together: out = bg + m * (T(fg) - bg)
+        step = max(1, min(h, w) // self.cfg.harmonizer.work_size)
+        small_mask = mask[::step, ::step]
+        comp = composite(rgb[::step, ::step], bg[::step, ::step], small_mask) if step > 1 else None
+        if comp is None:
+            comp = composite(rgb, bg, mask)
         t3 = clock()
-        out = self.harmonizer(comp, mask)
+        grid = self.harmonizer.fit(comp, small_mask)
+        if grid is not None:
+            out = apply_grid_fused(rgb, bg, mask, grid)
+        else:
+            out = self.harmonizer(comp if step == 1 else composite(rgb, bg, mask), mask)
         t4 = clock()
         for name, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             self.timer.add(name, dt)
-        self.last_mask, self.last_composite = mask, comp
+        self.last_mask, self.last_bg = mask, bg
         return out
+
+    @property
+    def last_composite(self) -> np.ndarray | None:
+        """The plain composite of the last frame (computed on request, for previews)."""
+        if self.last_mask is None or self._last_rgb is None:
+            return None
+        return composite(self._last_rgb, self.last_bg, self.last_mask)
+
+    @property
+    def timings(self) -> dict:
+        """Cumulative seconds per stage (read by the transcoder and benchmarks)."""
+        return self.timer.seconds()
 
     def reset(self) -> None:
         self.refiner.reset()
         self.harmonizer.reset()
+        self.background.reset()
 
     def close(self) -> None:
-        for part in (self.segmenter, self.harmonizer, self.background):
+        parts = [self.segmenter, self.harmonizer] + ([self.background] if self._owns_background else [])
+        for part in parts:
             close = getattr(part, "close", None)
             if close:
                 close()

@@ -54,6 +54,12 @@ class BaseHarmonizer:
     def harmonize(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def fit(self, composite: np.ndarray, mask: np.ndarray):
+        """Grid harmonizers return the :class:`vidharm.color.ColorGrid` for this frame
+        (``composite``/``mask`` may be low resolution); the pipeline then applies it at full
+        resolution fused with compositing. Others return None and are called instead."""
+        return None
+
     def reset(self) -> None:
         """Forget temporal state (new clip, scene cut)."""
 

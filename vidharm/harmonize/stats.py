@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..color import ColorGrid, apply_grid, cell_weights, resize_for_work
+from .._threads import blas_single_thread
+from ..color import ColorGrid, apply_grid, cell_weights, subsample
 from ..registry import registry
 from .base import BaseHarmonizer
 
@@ -83,9 +84,10 @@ class StatsHarmonizer(BaseHarmonizer):
 
     def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
         """The (temporally smoothed) grid for this frame, fitted at the working resolution."""
-        small = resize_for_work(composite, self.cfg.work_size)
-        m = mask if small.shape[:2] == mask.shape else resize_for_work(mask, self.cfg.work_size)
-        new = stats_grid(small, m, self.cfg.grid, self.cfg.local_weight).scaled(self.cfg.strength)
+        small = np.ascontiguousarray(subsample(composite, self.cfg.work_size // 2))
+        m = np.ascontiguousarray(subsample(mask, self.cfg.work_size // 2))
+        with blas_single_thread():
+            new = stats_grid(small, m, self.cfg.grid, self.cfg.local_weight).scaled(self.cfg.strength)
         old = self._grid
         if old is not None and self.smoothing > 0 and old.distance(new) < self.cut_threshold:
             new = new.lerp(old, self.smoothing)
