@@ -53,9 +53,27 @@ class VidharmGroup(click.Group):
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    # MediaPipe/TFLite/absl chatter on stderr is noise for users
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not verbose:
+        _silence_native_stderr()
+
+
+def _silence_native_stderr() -> None:
+    """MediaPipe/TFLite/absl write INFO/WARNING lines straight to file descriptor 2, which
+    would bury our one-line errors. Python keeps a duplicate of the real stderr (our messages,
+    progress bars and logging go there); descriptor 2 itself goes to /dev/null.
+    ``--verbose`` / ``--debug`` keep everything."""
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(real, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                               errors="backslashreplace")
+    except (OSError, ValueError, AttributeError):  # no real stderr (embedded): leave it
+        pass
 
 
 @click.group(cls=VidharmGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,7 +92,7 @@ def main(debug: bool, verbose: bool):
     """
     if debug:
         os.environ["VIDHARM_DEBUG"] = "1"
-    _setup_logging(verbose)
+    _setup_logging(verbose or debug)
 
 
 # ---------------------------------------------------------------- shared options
@@ -132,12 +150,23 @@ def transcode(inputs, output, out_dir, background, overwrite, suffix, no_progres
     from .pipeline import FramePipeline
     from .composite import make_background
     cfg = _config(profile, **kw)
+    _check_plugins(cfg)
     with make_background(background, cfg) as bg:          # fails before any work if unusable
         result = transcode_files(list(inputs), out=output, out_dir=out_dir,
                                  make_processor=lambda info: FramePipeline(cfg, bg, video=True),
                                  overwrite=overwrite, output_cfg=cfg.output, suffix=suffix,
                                  progress=not no_progress)
     _report_batch(result)
+
+
+def _check_plugins(cfg) -> None:
+    """Unknown harmonizer/segmenter names and missing model files fail before any work."""
+    from .assets import segmentation_model_path
+    from .registry import registry
+    registry.harmonizers.get(cfg.harmonizer.name)
+    registry.segmenters.get(cfg.segmentation.segmenter)
+    if cfg.segmentation.segmenter == "mediapipe":
+        segmentation_model_path(cfg.segmentation.model)
 
 
 def _report_batch(result) -> None:
@@ -151,7 +180,8 @@ def _report_batch(result) -> None:
             click.echo(f"wrote {it.output} ({it.frames} frames, {it.fps:.1f} fps"
                        f"{', audio ' + it.audio if it.audio else ''})")
     if result.any_failed:
-        _echo_err(f"{result.summary()}")
+        if len(result.files) > 1:
+            _echo_err(f"{result.summary()}")
         raise click.exceptions.Exit(EXIT_USER)
 
 
@@ -176,6 +206,7 @@ def composite(person, background, output, mask_out, profile, **kw):
     from .imageio import load_image, save_image
     from .pipeline import FramePipeline
     cfg = _config(profile, **{**kw, "harmonizer": kw.get("harmonizer") or "none"})
+    _check_plugins(cfg)
     _check_output(output)
     rgb = load_image(person)
     with make_background(background, cfg) as bg, FramePipeline(cfg, bg, video=False) as pipe:
