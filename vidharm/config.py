@@ -29,7 +29,7 @@ class SegmentationConfig:
 @dataclass
 class MaskConfig:
     refine: str = "guided"            # guided | none: edge-aware refinement guided by the frame
-    refine_radius: int = 6            # guided filter radius at 720p (scaled with frame size)
+    refine_radius: int = 12           # guided filter radius at 720p (scaled with frame size)
     refine_eps: float = 1e-3          # guided filter regularisation (smaller keeps more edge)
     smooth_still: float = 0.6         # temporal smoothing while the person is still (0..1)
     smooth_motion: float = 0.05       # temporal smoothing while they move (0..1)

@@ -1,0 +1,542 @@
+"""Backgrounds and the alpha composite.
+
+A background *provider* gives the background for each output frame::
+
+    bg = provider.frame((W, H), t, current=rgb, mask=matte)    # uint8 RGB (H, W, 3)
+
+- :class:`ImageBackground` -- a still, scaled to COVER the frame and centre-cropped (the aspect
+  ratio is never changed); the result is cached per size.
+- :class:`VideoBackground` -- a looping video (PyAV), also cover-cropped; the frame shown is the
+  one for time ``t`` (seconds, modulo the clip's length), so it plays at its own speed
+  whatever the output frame rate; ``t=None`` simply steps one frame per call.
+- :class:`BlurBackground` -- the REAL frame (``current``), blurred. Given the person's
+  ``mask`` it blurs the background only (normalised convolution), so the person does not
+  leave a blurry halo of themselves behind them.
+- :class:`ColorBackground` -- a solid colour.
+
+Providers ignore the arguments they do not need; ``provider.needs_current`` says whether
+``current`` is required. Returned arrays may be shared caches and are READ-ONLY: copy before
+modifying. :func:`make_background` builds one from a command-line spec, :func:`composite` does
+the alpha blend ``fg * mask + bg * (1 - mask)``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections import OrderedDict
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .errors import InputError
+from .imageio import DEFAULT_MAX_PIXELS, VIDEO_EXTENSIONS, load_image, probe_image
+
+__all__ = ["BackgroundProvider", "ImageBackground", "VideoBackground", "BlurBackground",
+           "ColorBackground", "make_background", "composite", "cover_crop"]
+
+Size = tuple[int, int]   # (width, height)
+
+
+def _check_size(size: Size) -> tuple[int, int]:
+    try:
+        W, H = int(size[0]), int(size[1])
+    except (TypeError, ValueError, IndexError):
+        raise InputError(f"output size must be (width, height), got {size!r}") from None
+    if W <= 0 or H <= 0:
+        raise InputError(f"output size must be positive, got {W}x{H}")
+    return W, H
+
+
+def cover_crop(img: np.ndarray, size: Size, interpolation: int | None = None) -> np.ndarray:
+    """Scale ``img`` uniformly so it COVERS ``size`` = (W, H), centre-cropping the overflow.
+
+    The crop is taken in the source (so only the needed pixels are resampled) with the target's
+    aspect ratio, rounded to whole source pixels: the aspect error is below one source pixel.
+    Downscaling uses area averaging (no aliasing), upscaling bilinear (or ``interpolation``).
+    """
+    W, H = _check_size(size)
+    h, w = img.shape[:2]
+    if (w, h) == (W, H):
+        return img
+    scale = max(W / w, H / h)
+    cw = min(w, max(1, int(round(W / scale))))
+    ch = min(h, max(1, int(round(H / scale))))
+    x0 = (w - cw) // 2
+    y0 = (h - ch) // 2
+    crop = img[y0:y0 + ch, x0:x0 + cw]
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    if (cw, ch) == (W, H):
+        return np.ascontiguousarray(crop)
+    return cv2.resize(crop, (W, H), interpolation=interpolation)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+class BackgroundProvider:
+    """Common interface of background providers."""
+
+    #: True when :meth:`frame` needs the current video frame (``current=``)
+    needs_current = False
+    kind = "background"
+
+    def frame(self, size: Size, t: float | None = 0.0, current: np.ndarray | None = None,
+              mask: np.ndarray | None = None) -> np.ndarray:
+        """The background for an output frame of ``size`` = (W, H) at time ``t`` seconds:
+        uint8 RGB (H, W, 3), read-only."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Start over (a new clip)."""
+
+    def close(self) -> None:
+        """Release files and decoders."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def describe(self) -> str:
+        return self.kind
+
+
+class ColorBackground(BackgroundProvider):
+    """A solid colour (R, G, B)."""
+
+    kind = "colour"
+
+    def __init__(self, rgb: tuple[int, int, int]):
+        self.rgb = tuple(int(np.clip(c, 0, 255)) for c in rgb)
+        self._cache: dict[Size, np.ndarray] = {}
+
+    def frame(self, size, t=0.0, current=None, mask=None):
+        W, H = _check_size(size)
+        a = self._cache.get((W, H))
+        if a is None:
+            a = np.empty((H, W, 3), np.uint8)
+            a[:] = self.rgb
+            self._cache = {(W, H): _readonly(a)}
+        return a
+
+    def describe(self) -> str:
+        return "colour #%02x%02x%02x" % self.rgb
+
+
+class ImageBackground(BackgroundProvider):
+    """A still image, cover-scaled and centre-cropped; the resized result is cached per size
+    (the last few sizes). The file is read (and checked) when the provider is created."""
+
+    kind = "image"
+    _CACHE_SIZES = 4
+
+    def __init__(self, path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        self.path = Path(path)
+        self.image = _readonly(load_image(path, max_pixels=max_pixels, what="background"))
+        self._cache: OrderedDict[Size, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def frame(self, size, t=0.0, current=None, mask=None):
+        key = _check_size(size)
+        with self._lock:
+            a = self._cache.get(key)
+            if a is not None:
+                self._cache.move_to_end(key)
+                return a
+        h, w = self.image.shape[:2]
+        up = max(key[0] / w, key[1] / h) > 1.0
+        a = cover_crop(self.image, key, cv2.INTER_CUBIC if up else None)
+        if a is not self.image:
+            a = _readonly(a)
+        with self._lock:
+            self._cache[key] = a
+            while len(self._cache) > self._CACHE_SIZES:
+                self._cache.popitem(last=False)
+        return a
+
+    def describe(self) -> str:
+        h, w = self.image.shape[:2]
+        return f"image {self.path.name} ({w}x{h})"
+
+
+class VideoBackground(BackgroundProvider):
+    """A looping video background decoded with PyAV, cover-cropped to the output size.
+
+    ``frame(size, t)`` shows the clip's frame for time ``t`` seconds counted from the first
+    ``t`` it was asked for, modulo the clip's length (the last frame's time plus one frame,
+    learnt when the end is first reached) -- the background plays at its own speed whatever
+    the output frame rate, and the same ``t`` always gives the same frame. ``t`` going back
+    rewinds; a jump far ahead seeks. ``t=None`` steps one frame per call instead. The file's
+    display rotation (phone videos) is applied. The clip is opened and its first frame decoded
+    when the provider is created, so a bad file fails early.
+    """
+
+    kind = "video"
+    _SEEK_AHEAD_S = 3.0
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._container = None
+        self.period: float | None = None     # loop length in seconds, known after one pass
+        self._origin: float | None = None
+        self._serial = 0                     # changes whenever the current frame does
+        self._out_key = None
+        self._out: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self._rewind()
+
+    # ------------------------------------------------------------------ decoding
+    def _open(self) -> None:
+        import av
+        self.close()
+        try:
+            self._container = av.open(str(self.path))
+        except Exception as exc:
+            raise InputError(f"background '{self.path}' cannot be opened as a video "
+                             f"({' '.join(str(exc).split())[:120]})",
+                             "give an image or a video file (MP4, MOV, MKV, WebM...)") from None
+        vs = self._container.streams.video
+        if not vs:
+            self.close()
+            raise InputError(f"background '{self.path}' has no video stream",
+                             "give an image or a video file")
+        self._stream = vs[0]
+        self._stream.thread_type = "AUTO"
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.frame_duration = float(1 / rate) if rate and rate > 0 else 1 / 30.0
+        tb = self._stream.time_base or Fraction(1, 1000)
+        self._time_base = float(tb)
+        self._frames = self._container.decode(self._stream)
+        self._eof = False
+        self._last_ts: float | None = None
+
+    def _read(self) -> tuple[float, np.ndarray] | None:
+        """Next (seconds since the clip's first frame, rgb), or None at the end."""
+        import av
+        if self._eof:
+            return None
+        try:
+            fr = next(self._frames)
+        except StopIteration:
+            self._eof = True
+            return None
+        except (av.error.FFmpegError, OSError):   # a broken packet: treat as the end
+            self._eof = True
+            return None
+        if fr.pts is not None:
+            ts = fr.pts * self._time_base
+        else:
+            ts = (self._last_ts + self.frame_duration) if self._last_ts is not None else 0.0
+        if getattr(self, "_t0", None) is None:
+            self._t0 = ts
+        self._last_ts = ts
+        rgb = fr.to_ndarray(format="rgb24")
+        rot = int(round(getattr(fr, "rotation", 0) or 0)) % 360
+        if rot:
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=rot // 90))
+        return ts - self._t0, rgb
+
+    def _rewind(self) -> None:
+        self._t0 = None
+        self._open()
+        self._cur = self._read()
+        if self._cur is None:
+            self.close()
+            raise InputError(f"background video '{self.path}' has no decodable frame",
+                             "check that the file plays, or use an image background")
+        self._next = self._read()
+        self._serial += 1
+        if self._next is None and self.period is None:   # a one-frame clip
+            self.period = self.frame_duration
+
+    def _advance(self) -> bool:
+        """Step to the next frame; False (and the loop length learnt) at the end."""
+        if self._next is None:
+            if self.period is None:
+                self.period = max(self._cur[0] + self.frame_duration, 1e-3)
+            return False
+        self._cur = self._next
+        self._next = self._read()
+        self._serial += 1
+        return True
+
+    def _seek(self, local: float) -> None:
+        """Jump to the keyframe before ``local`` seconds; rewinds if seeking does not work."""
+        try:
+            target = int((local + (self._t0 or 0.0)) / self._time_base)
+            self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+            self._frames = self._container.decode(self._stream)
+            self._eof = False
+            cur = self._read()
+            if cur is None or cur[0] > local + 1e-6:
+                raise ValueError("seek landed after the target")
+            self._cur, self._next = cur, self._read()
+            self._serial += 1
+        except Exception:
+            self._rewind()
+
+    def _goto(self, t: float) -> None:
+        eps = 1e-6
+        if self._origin is None or t < self._origin:
+            self._origin = t
+        local = t - self._origin
+        if self.period:
+            local = math.fmod(local, self.period)
+        if local < self._cur[0] - eps:
+            self._rewind()
+        if local - self._cur[0] > self._SEEK_AHEAD_S and self._next is not None:
+            self._seek(local)
+        while self._next is not None and self._next[0] <= local + eps:
+            self._advance()
+        if self._next is None and local >= self._cur[0] + self.frame_duration - eps:
+            self._advance()                   # at the end: learns the loop length
+            local = math.fmod(local, self.period)
+            if local < self._cur[0] - eps:
+                self._rewind()
+            while self._next is not None and self._next[0] <= local + eps:
+                self._advance()
+
+    # ------------------------------------------------------------------ API
+    def frame(self, size, t=0.0, current=None, mask=None):
+        key = _check_size(size)
+        with self._lock:
+            if self._container is None:      # closed: open again from the start
+                self._rewind()
+            if t is None:
+                if not self._advance():
+                    self._rewind()
+            else:
+                self._goto(float(t))
+            out_key = (self._serial, key)
+            if out_key != self._out_key:
+                self._out = _readonly(cover_crop(self._cur[1], key))
+                self._out_key = out_key
+            return self._out
+
+    def reset(self) -> None:
+        with self._lock:
+            self._origin = None
+            self._rewind()
+
+    def close(self) -> None:
+        c, self._container = self._container, None
+        if c is not None:
+            try:
+                c.close()
+            except Exception:  # pragma: no cover
+                pass
+
+    def __del__(self):  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def describe(self) -> str:
+        return f"video {self.path.name}"
+
+
+class BlurBackground(BackgroundProvider):
+    """The current frame, Gaussian-blurred with ``sigma`` (given for 720p, scaled with the frame
+    size). With ``mask`` the person is left out of the blur (normalised convolution: blur of
+    frame*(1-mask) over blur of (1-mask)), so no blurred copy of them shows around them.
+    Fast: the blur runs at a size reduced by an integer factor (sigma about 2.5-5 px there),
+    then is upsampled (a Gaussian that wide has nothing left that upsampling could lose)."""
+
+    kind = "blur"
+    needs_current = True
+
+    def __init__(self, sigma: float = 12.0):
+        if not sigma > 0:
+            raise InputError(f"blur sigma must be positive, got {sigma}")
+        self.sigma = float(sigma)
+
+    def frame(self, size, t=0.0, current=None, mask=None):
+        W, H = _check_size(size)
+        if current is None:
+            raise ValueError("BlurBackground.frame needs the current frame: "
+                             "frame(size, t, current=rgb)")
+        img = np.asarray(current)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise InputError(f"blur background needs the uint8 RGB frame, got {img.dtype} "
+                             f"{img.shape}")
+        if img.shape[:2] != (H, W):
+            img = cover_crop(img, (W, H))
+            mask = None if mask is None else cv2.resize(np.asarray(mask, np.float32), (W, H))
+        sigma = self.sigma * min(W, H) / 720.0
+        k = max(1, int(sigma / 2.5))           # integer factor: OpenCV's fast area path
+        sw, sh = max(1, -(-W // k)), max(1, -(-H // k))
+        small = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA) if k > 1 else img
+        s_sigma = max(0.5, sigma * sw / W)
+        if mask is None:
+            blurred = cv2.GaussianBlur(small, (0, 0), s_sigma)
+        else:
+            m = np.asarray(mask)
+            m = m.astype(np.float32) / 255.0 if m.dtype == np.uint8 else m.astype(np.float32)
+            if m.ndim == 3:
+                m = m[:, :, 0]
+            if m.shape != (sh, sw):
+                m = cv2.resize(m, (sw, sh), interpolation=cv2.INTER_AREA)
+            bgw = 1.0 - np.clip(m, 0.0, 1.0)
+            small_f = small.astype(np.float32)
+            weighted = small_f * bgw[:, :, None]
+            num = cv2.GaussianBlur(weighted, (0, 0), s_sigma)
+            den = cv2.GaussianBlur(bgw, (0, 0), s_sigma)
+            # deep inside the person (no background within ~2 sigma; hidden by the person
+            # anyway) fall back to the mean background colour
+            total = float(bgw.sum())
+            fill = weighted.reshape(-1, 3).sum(0) / total if total > 1e-3 \
+                else small_f.reshape(-1, 3).mean(0)
+            wgt = np.clip(den * 20.0, 0.0, 1.0)[:, :, None]
+            est = num / np.maximum(den, 1e-4)[:, :, None]
+            est -= fill
+            est *= wgt
+            est += fill + 0.5
+            blurred = np.clip(est, 0, 255).astype(np.uint8)
+        if blurred.shape[:2] != (H, W):
+            blurred = cv2.resize(blurred, (W, H), interpolation=cv2.INTER_LINEAR)
+        return _readonly(blurred)
+
+    def describe(self) -> str:
+        return f"blur (sigma {self.sigma:g} at 720p)"
+
+
+_NAMED_COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "green": (0, 177, 64),
+                  "blue": (0, 71, 187), "grey": (128, 128, 128), "gray": (128, 128, 128)}
+
+
+def _parse_colour(spec: str) -> tuple[int, int, int] | None:
+    s = spec.strip().lower()
+    if s in _NAMED_COLOURS:
+        return _NAMED_COLOURS[s]
+    if s.startswith("#") and len(s) in (4, 7):
+        h = s[1:]
+        if len(h) == 3:
+            h = "".join(c * 2 for c in h)
+        try:
+            return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+        except ValueError:
+            return None
+    return None
+
+
+def _probe_video(p: Path) -> bool:
+    try:
+        import av
+        with av.open(str(p)) as c:
+            return len(c.streams.video) > 0
+    except Exception:
+        return False
+
+
+def make_background(spec: str | os.PathLike, cfg: Any = None) -> BackgroundProvider:
+    """A provider from a command-line spec:
+
+    - ``blur`` (sigma from ``cfg.background.blur_sigma``) or ``blur:SIGMA``;
+    - a colour: ``#RRGGBB``, ``#RGB``, or black/white/green/blue/grey;
+    - a path to an image (anything Pillow reads; an animated GIF plays as a video);
+    - a path to a video (anything FFmpeg decodes: MP4, MOV, MKV, WebM...).
+
+    What the file is gets decided by reading it, not by its extension. Anything else is an
+    :class:`InputError`.
+    """
+    text = str(spec).strip()
+    bcfg = getattr(cfg, "background", cfg)
+    low = text.lower()
+    if low == "blur" or low.startswith("blur:"):
+        sigma = getattr(bcfg, "blur_sigma", 12.0) if bcfg is not None else 12.0
+        if low.startswith("blur:"):
+            try:
+                sigma = float(text[5:])
+            except ValueError:
+                raise InputError(f"bad blur strength in '{text}'",
+                                 "use 'blur' or 'blur:SIGMA', e.g. blur:8") from None
+        return BlurBackground(sigma)
+    colour = _parse_colour(text)
+    if colour is not None and not Path(text).exists():
+        return ColorBackground(colour)
+    if not text:
+        raise InputError("empty background", "give an image or video path, 'blur' or a colour")
+    p = Path(text).expanduser()
+    if not p.exists():
+        raise InputError(f"background '{p}' does not exist",
+                         "give an image or video path, 'blur', or a colour like #00b140")
+    if p.is_dir():
+        raise InputError(f"background '{p}' is a directory",
+                         "give an image or video file, 'blur', or a colour")
+    size = probe_image(p)
+    if size is not None and not _is_animated(p):
+        return ImageBackground(p)
+    if _probe_video(p):
+        return VideoBackground(p)
+    if size is not None:   # pragma: no cover - animated image FFmpeg cannot read: first frame
+        return ImageBackground(p)
+    kind = "a video" if p.suffix.lower() in VIDEO_EXTENSIONS else "an image or a video"
+    raise InputError(f"background '{p}' is not {kind} that can be read",
+                     "give a PNG/JPEG/WebP image, an MP4/MOV/MKV/WebM video, 'blur', "
+                     "or a colour like #00b140")
+
+
+def _is_animated(p: Path) -> bool:
+    try:
+        from PIL import Image
+        with Image.open(p) as im:
+            return bool(getattr(im, "is_animated", False)) and im.format in ("GIF", "PNG", "WEBP")
+    except Exception:
+        return False
+
+
+# ---------------------------------------------------------------------------------- composite
+_tls = threading.local()
+
+
+def _weights_buffer(shape: tuple[int, int]) -> np.ndarray:
+    b = getattr(_tls, "w2", None)
+    if b is None or b.shape != shape:
+        b = np.empty(shape, np.float32)
+        _tls.w2 = b
+    return b
+
+
+def composite(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """Alpha blend ``fg * mask + bg * (1 - mask)``, rounded, as uint8 RGB (H, W, 3).
+
+    ``fg``, ``bg``: uint8 (H, W, 3); ``mask``: float32 (H, W) in [0, 1] (uint8 0..255 and
+    (H, W, 1) accepted). ``out``: optional uint8 (H, W, 3) array to write into.
+    (cv2.blendLinear: about 2 ms at 720p.)
+    """
+    fg = np.asarray(fg)
+    bg = np.asarray(bg)
+    if fg.ndim != 3 or fg.shape[2] != 3 or fg.dtype != np.uint8:
+        raise InputError(f"foreground must be uint8 (H, W, 3), got {fg.dtype} {fg.shape}")
+    if bg.shape != fg.shape or bg.dtype != np.uint8:
+        raise InputError(f"background is {bg.dtype} {bg.shape} but the frame is uint8 "
+                         f"{fg.shape}", "make the background with provider.frame((W, H), t)")
+    m = np.asarray(mask)
+    if m.ndim == 3 and m.shape[2] == 1:
+        m = m[:, :, 0]
+    if m.shape != fg.shape[:2]:
+        raise InputError(f"mask is {m.shape[1] if m.ndim > 1 else '?'}x{m.shape[0]} but the "
+                         f"frame is {fg.shape[1]}x{fg.shape[0]}",
+                         "refine/resize the mask to the frame size first")
+    if m.dtype == np.uint8:
+        m = m.astype(np.float32) * np.float32(1.0 / 255.0)
+    elif m.dtype != np.float32:
+        m = m.astype(np.float32)
+    w2 = _weights_buffer(m.shape)
+    cv2.subtract(1.0, m, dst=w2)
+    if out is None:
+        return cv2.blendLinear(np.ascontiguousarray(fg), np.ascontiguousarray(bg),
+                               np.ascontiguousarray(m), w2)
+    cv2.blendLinear(np.ascontiguousarray(fg), np.ascontiguousarray(bg),
+                    np.ascontiguousarray(m), w2, dst=out)
+    return out
