@@ -280,8 +280,8 @@ def tighten_(m: np.ndarray, lo: float = TIGHTEN[0], hi: float = TIGHTEN[1]) -> n
     return _smoothstep_(m)
 
 
-def refine_mask(mask: np.ndarray, frame: np.ndarray, radius: float = 6, eps: float = 1e-3,
-                tighten: bool = True) -> np.ndarray:
+def refine_mask(mask: np.ndarray, frame: np.ndarray, radius: float = MaskConfig.refine_radius,
+                eps: float = MaskConfig.refine_eps, tighten: bool = True) -> np.ndarray:
     """Edge-aware refinement of ``mask`` (any resolution) to ``frame``'s edges: the soft band is
     narrowed (:func:`tighten_`), then a fast colour guided filter guided by the frame. ``radius``
     is given for 720p and scaled with the frame size. Returns float32 (H, W) in [0, 1] at the
