@@ -1,0 +1,63 @@
+"""``vidharm eval``: MSE/PSNR/fMSE/fPSNR by foreground-ratio bucket, model vs plain composite."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def load_model(spec: str):
+    """'default' / a shipped name / a .safetensors or published .pth path -> nn.Module."""
+    from ..api import Harmonizer
+    return Harmonizer.from_pretrained(spec, device="cpu").model
+
+
+@click.command("eval", epilog="""\b
+Examples:
+  vidharm eval --validation                          # held-out sources of the fetched data
+  vidharm eval ~/data/iHarmony4 --weights iharmony512.pth --json > scores.json
+  vidharm eval my_photos/ --weights default --contact-sheet sheet.png
+""")
+@click.argument("folder", required=False)
+@click.option("--validation", is_flag=True, help="Use the held-out validation split of the fetched training data.")
+@click.option("--data-dir", metavar="DIR", help="Fetched training data (default ~/.cache/vidharm/train-data).")
+@click.option("--weights", "-w", default="default", show_default=True,
+              help="'default', a shipped model name, a .safetensors or a published .pth; 'none' = baseline only.")
+@click.option("--split", default="test", show_default=True, help="iHarmony4/FFHQH split.")
+@click.option("--size", default=256, show_default=True, help="Model input size.")
+@click.option("--samples", default=64, show_default=True, help="Validation composites (--validation).")
+@click.option("--max-samples", type=int, help="Evaluate at most this many.")
+@click.option("--psnr-max", type=click.Choice(["target", "255"]), default="target", show_default=True,
+              help="PSNR MAX: the target image's own maximum (as published) or 255.")
+@click.option("--contact-sheet", metavar="PNG", help="Write composite | result | ground truth rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def command(folder, validation, data_dir, weights, split, size, samples, max_samples, psnr_max,
+            contact_sheet, as_json):
+    """Evaluate a model against the plain composite on an iHarmony4/FFHQH folder, a folder of
+    photos (synthetic composites), or the held-out validation split."""
+    from ..errors import InputError
+    from ..training.evaluate import evaluate, render_table, to_json
+    if bool(folder) == bool(validation):
+        raise InputError("give either a FOLDER or --validation", "see `vidharm eval --help`")
+    if validation:
+        from ..training.data import build_training_data
+        from ..training.train import _default_data_dir
+        dd = Path(data_dir).expanduser() if data_dir else _default_data_dir()
+        dataset = build_training_data(dd, size=size, val_length=samples).val
+        if dataset is None:
+            raise InputError(f"no held-out photos in {dd}", "run scripts/fetch_training_data.py")
+    else:
+        if not Path(folder).expanduser().is_dir():
+            raise InputError(f"evaluation folder '{folder}' does not exist", "give an existing folder")
+        dataset = str(Path(folder).expanduser())
+    model = None if weights == "none" else load_model(weights)
+    report = evaluate(model, dataset, size=size, split=split, psnr_max=psnr_max,
+                      contact_sheet=contact_sheet, max_samples=max_samples,
+                      name=None if model is None else Path(weights).stem)
+    if as_json:
+        click.echo(to_json(report))
+    else:
+        from rich.console import Console
+        Console().print(render_table(report))
+    if contact_sheet:
+        click.echo(f"wrote {contact_sheet}", err=True)
