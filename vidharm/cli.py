@@ -149,13 +149,20 @@ def transcode(inputs, output, out_dir, background, overwrite, suffix, no_progres
     from .transcode import transcode_files
     from .pipeline import FramePipeline
     from .composite import make_background
+    from .pipeline import build_harmonizer
     cfg = _config(profile, **kw)
     _check_plugins(cfg)
-    with make_background(background, cfg) as bg:          # fails before any work if unusable
-        result = transcode_files(list(inputs), out=output, out_dir=out_dir,
-                                 make_processor=lambda info: FramePipeline(cfg, bg, video=True),
-                                 overwrite=overwrite, output_cfg=cfg.output, suffix=suffix,
-                                 progress=not no_progress)
+    # background and harmonizer (weights) are loaded once, before any work: a bad file fails
+    # here with one line, and a batch does not reload them per clip
+    harmonizer = build_harmonizer(cfg)
+    try:
+        with make_background(background, cfg) as bg:
+            result = transcode_files(
+                list(inputs), out=output, out_dir=out_dir, overwrite=overwrite,
+                make_processor=lambda info: FramePipeline(cfg, bg, video=True, harmonizer=harmonizer),
+                output_cfg=cfg.output, suffix=suffix, progress=not no_progress)
+    finally:
+        harmonizer.close()
     _report_batch(result)
 
 

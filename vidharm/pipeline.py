@@ -45,8 +45,9 @@ def build_harmonizer(cfg: Config):
 class FramePipeline:
     """Cut the person out of each frame, put them on ``background`` and harmonize.
 
-    ``background`` is a :class:`vidharm.composite.BackgroundProvider` (shared, owned by the
-    caller) or a spec for :func:`vidharm.composite.make_background` (image path, video path,
+    ``harmonizer`` (optional) is shared and owned by the caller, like a provider given as
+    ``background``; the pipeline resets both on start. ``background`` is a
+    :class:`vidharm.composite.BackgroundProvider` (shared, owned by the caller) or a spec for :func:`vidharm.composite.make_background` (image path, video path,
     ``"blur"``; then the pipeline owns it). ``video=True`` enables temporal smoothing (mask
     and harmonizer) and MediaPipe's VIDEO mode; stills use ``video=False``.
     """
@@ -63,7 +64,9 @@ class FramePipeline:
         self.segmenter = segmenter or registry.segmenters.create(cfg.segmentation.segmenter,
                                                                  cfg.segmentation)
         self.refiner = MaskRefiner(cfg.mask, smooth=video)
+        self._owns_harmonizer = harmonizer is None
         self.harmonizer = harmonizer or build_harmonizer(cfg)
+        self.harmonizer.reset()
         if video and hasattr(self.harmonizer, "smoothing"):
             self.harmonizer.smoothing = harmonizer_smoothing
         self.timer = StageTimer()
@@ -118,7 +121,8 @@ class FramePipeline:
         self.background.reset()
 
     def close(self) -> None:
-        parts = [self.segmenter, self.harmonizer] + ([self.background] if self._owns_background else [])
+        parts = ([self.segmenter] + ([self.harmonizer] if self._owns_harmonizer else [])
+                 + ([self.background] if self._owns_background else []))
         for part in parts:
             close = getattr(part, "close", None)
             if close:

@@ -8,3 +8,4 @@ registry.harmonizers.add("none", NoneHarmonizer, "plain composite, no colour cha
 __all__ = ["BaseHarmonizer", "NoneHarmonizer", "as_float_mask"]
 
 from . import stats  # noqa: E402,F401  (registers "stats")
+from . import learned  # noqa: E402,F401  (registers "phnet", "phnet-lite", "fmm"; torch loads lazily)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# How the shipped default weights (vidharm/weights/phnet-lite.safetensors) were trained on
+# the 2-core CPU: stage A at 128 px, stage B fine-tune at 256 px. Needs the training data:
+#   python scripts/fetch_training_data.py
+# Re-running continues from the checkpoints (--resume).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+V=.venv/bin/vidharm
+$V train --model phnet-lite --size 128 --batch-size 16 --steps 1500 --lr 2e-4 --seed 0 \
+  --out-dir runs/lite-a --val-every 500 --checkpoint-every 250 --workers 1 --no-progress --resume
+$V train --model phnet-lite --size 256 --batch-size 8 --steps 400 --lr 3e-5 --seed 1 \
+  --init-weights runs/lite-a/final.safetensors \
+  --out-dir runs/lite-b --val-every 200 --checkpoint-every 100 --workers 1 --no-progress

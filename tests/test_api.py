@@ -1,0 +1,91 @@
+"""The public API: Harmonizer.from_pretrained / __call__ / batch / tensor, and the learned
+harmonizers in the transcoder. Weights are a fresh phnet-lite saved as safetensors (the
+shipped default has its own test when present)."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from vidharm import Harmonizer
+from vidharm.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def lite_weights(tmp_path_factory):
+    from vidharm.models import create_model
+    from vidharm.models.weights import save_weights
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "lite.safetensors"
+    save_weights(create_model("phnet-lite"), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pair(sample_frame):
+    rgb = sample_frame
+    mask = np.zeros(rgb.shape[:2], np.uint8)
+    mask[60:, 200:440] = 255
+    bg = np.zeros_like(rgb)
+    bg[:] = (30, 50, 110)
+    comp = np.where(mask[..., None] > 0, rgb, bg).astype(np.uint8)
+    return comp, mask
+
+
+def test_call_keeps_size_background_and_detail(lite_weights, pair):
+    torch.set_num_threads(1)
+    h = Harmonizer.from_pretrained(str(lite_weights), device="cpu")
+    comp, mask = pair
+    out = h(comp, mask)
+    assert out.shape == comp.shape and out.dtype == np.uint8
+    assert np.array_equal(out[mask == 0], comp[mask == 0])
+    # a colour transform keeps the person's detail: high-frequency content is preserved
+    import cv2
+    lap_in = cv2.Laplacian(cv2.cvtColor(comp, cv2.COLOR_RGB2GRAY), cv2.CV_32F)[mask == 255].std()
+    lap_out = cv2.Laplacian(cv2.cvtColor(out, cv2.COLOR_RGB2GRAY), cv2.CV_32F)[mask == 255].std()
+    assert lap_out > 0.3 * lap_in
+    # soft matte accepted (binarised for the network, used as alpha for blending)
+    soft = (mask.astype(np.float32) * 0.7).astype(np.uint8)
+    assert h(comp, soft).shape == comp.shape
+
+
+def test_batch_equals_single_and_tensor_form(lite_weights, pair):
+    h = Harmonizer.from_pretrained(str(lite_weights), device="cpu")
+    comp, mask = pair
+    one = h(comp, mask)
+    both = h.batch([comp, comp], [mask, mask])
+    assert len(both) == 2 and all(np.abs(b.astype(int) - one).max() <= 1 for b in both)
+    img = torch.from_numpy(comp).permute(2, 0, 1)[None].float() / 255
+    m = torch.from_numpy((mask > 127).astype(np.float32))[None, None]
+    out = h.tensor(img[..., :256, :256], m[..., :256, :256])
+    assert out.shape == (1, 3, 256, 256)
+    assert torch.equal(out[m[..., :256, :256].expand_as(out) == 0], img[..., :256, :256][m[..., :256, :256].expand_as(out) == 0])
+
+
+def test_bad_inputs_are_one_line(lite_weights, pair, tmp_path):
+    h = Harmonizer.from_pretrained(str(lite_weights), device="cpu")
+    comp, mask = pair
+    with pytest.raises(InputError, match="mask is"):
+        h(comp, mask[:100])
+    with pytest.raises(InputError, match="does not exist"):
+        Harmonizer.from_pretrained(str(tmp_path / "nope.safetensors"))
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x80\x02not a checkpoint")
+    with pytest.raises(InputError):
+        Harmonizer.from_pretrained(str(bad))
+
+
+def test_transcode_with_learned_harmonizer_and_bad_weights(lite_weights, asset, tmp_path):
+    out = tmp_path / "o.mp4"
+    r = run_cli("transcode", asset("clip-carphone"), "-o", out, "-b", "#204080", "--harmonizer", "phnet",
+                "--weights", lite_weights, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    import av
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 120
+    bad = tmp_path / "trunc.pth"
+    torch.save({"a": torch.zeros(1000)}, bad)
+    bad.write_bytes(bad.read_bytes()[:200])
+    r = run_cli("transcode", asset("clip-carphone"), "-o", tmp_path / "x.mp4", "-b", "blur",
+                "--harmonizer", "phnet", "--weights", bad, "--no-progress")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.mp4").exists()

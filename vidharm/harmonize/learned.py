@@ -1,0 +1,84 @@
+"""Learned harmonizers (PHNet family, FMM) behind the harmonizer interface.
+
+``phnet`` / ``phnet-lite`` use the weights shipped in the package (``--weights PATH`` takes a
+vidharm ``.safetensors`` or a published PHNet ``.pth`` instead). The network runs at
+``work_size`` and its effect is fitted as a :class:`vidharm.color.ColorGrid`, applied at full
+resolution by the pipeline. On a stream (``smoothing > 0``) the network's PN/PFE statistics
+are carried across frames (EMA) and the fitted grid is smoothed too; a cut resets both.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..color import ColorGrid, apply_grid
+from ..registry import registry
+from .base import BaseHarmonizer
+
+
+class LearnedHarmonizer(BaseHarmonizer):
+    """A harmonization network (default: the shipped phnet-lite), fitted as a colour grid."""
+
+    default_weights = "default"
+
+    def __init__(self, cfg=None, cut_threshold: float = 0.08):
+        from ..api import Harmonizer
+        from ..config import HarmonizerConfig
+        self.cfg = cfg or HarmonizerConfig()
+        spec = self.cfg.weights or self.default_weights
+        self.net = Harmonizer.from_pretrained(spec, device=self.cfg.device,
+                                              work_size=self.cfg.work_size,
+                                              grid=(self.cfg.grid, self.cfg.grid))
+        self.name = self.net.name
+        self.cut_threshold = cut_threshold
+        self._smoothing = 0.0
+        self._grid: ColorGrid | None = None
+
+    @property
+    def smoothing(self) -> float:
+        return self._smoothing
+
+    @smoothing.setter
+    def smoothing(self, value: float) -> None:
+        """0 = per frame (stills). >0: EMA of the network's statistics and of the grid."""
+        self._smoothing = float(value)
+        set_streaming = getattr(self.net.model, "set_streaming", None)
+        if set_streaming:
+            set_streaming(self._smoothing)
+
+    def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
+        new = self.net.fit(composite, mask).scaled(self.cfg.strength)
+        old = self._grid
+        if old is not None and self._smoothing > 0:
+            if old.distance(new) < self.cut_threshold:
+                new = new.lerp(old, self._smoothing)
+            else:                                   # a cut: forget the carried statistics too
+                self.reset()
+        self._grid = new
+        return new
+
+    def harmonize(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return apply_grid(composite, mask, self.fit(composite, mask))
+
+    def reset(self) -> None:
+        self._grid = None
+        reset = getattr(self.net.model, "reset_stream", None)
+        if reset:
+            reset()
+
+
+class PhnetLite(LearnedHarmonizer):
+    """phnet-lite (1.1M parameters): vidharm's shipped real-time PHNet."""
+
+    default_weights = "phnet-lite"
+
+
+class Fmm(LearnedHarmonizer):
+    """FMM encoder-decoder (attention-based feature map modulation), shipped weights."""
+
+    default_weights = "fmm"
+
+
+registry.harmonizers.add("phnet", LearnedHarmonizer,
+                         "PHNet: shipped default weights, or --weights PATH (.safetensors / published .pth)")
+registry.harmonizers.add("phnet-lite", PhnetLite)
+registry.harmonizers.add("fmm", Fmm)
