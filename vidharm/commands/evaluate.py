@@ -30,9 +30,12 @@ Examples:
 @click.option("--psnr-max", type=click.Choice(["target", "255"]), default="target", show_default=True,
               help="PSNR MAX: the target image's own maximum (as published) or 255.")
 @click.option("--contact-sheet", metavar="PNG", help="Write composite | result | ground truth rows.")
+@click.option("--mode", type=click.Choice(["network", "grid"]), default="network", show_default=True,
+              help="network: the published protocol (network pixels); grid: how vidharm applies a model "
+                   "(its effect fitted as a colour grid on the composite).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def command(folder, validation, data_dir, weights, split, size, samples, max_samples, psnr_max,
-            contact_sheet, as_json):
+            contact_sheet, mode, as_json):
     """Evaluate a model against the plain composite on an iHarmony4/FFHQH folder, a folder of
     photos (synthetic composites), or the held-out validation split."""
     from ..errors import InputError
@@ -52,8 +55,8 @@ def command(folder, validation, data_dir, weights, split, size, samples, max_sam
         dataset = str(Path(folder).expanduser())
     model = None if weights == "none" else load_model(weights)
     report = evaluate(model, dataset, size=size, split=split, psnr_max=psnr_max,
-                      contact_sheet=contact_sheet, max_samples=max_samples,
-                      name=None if model is None else Path(weights).stem)
+                      contact_sheet=contact_sheet, max_samples=max_samples, mode=mode,
+                      name=None if model is None else f"{Path(weights).stem} ({mode})")
     if as_json:
         click.echo(to_json(report))
     else:

@@ -21,22 +21,43 @@ import numpy as np
 
 
 def as_float_mask(mask: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """uint8 0..255 or float 0..1 mask -> float32 (H, W) in [0, 1]; validates the size."""
+    """Any matte -> float32 (H, W) in [0, 1] (see :func:`vidharm.mask.to_float_mask`),
+    checked against the image's ``shape``."""
     from ..errors import InputError
-    m = np.asarray(mask)
-    if m.ndim == 3 and m.shape[2] == 1:
-        m = m[:, :, 0]
-    if m.ndim != 2:
-        raise InputError(f"mask must be a single-channel image, got shape {m.shape}",
-                         "pass a greyscale matte (0 = background, 255 = person)")
+    from ..mask import to_float_mask
+    m = to_float_mask(mask)
     if shape is not None and m.shape != tuple(shape):
         raise InputError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is {shape[1]}x{shape[0]}",
                          "give a mask with the same width and height as the image")
-    if m.dtype == np.uint8:
-        return m.astype(np.float32) * (1.0 / 255.0)
-    if m.dtype == np.uint16:
-        return m.astype(np.float32) * (1.0 / 65535.0)
-    return np.clip(m.astype(np.float32, copy=False), 0.0, 1.0)
+    return m
+
+
+class GridStream:
+    """Temporal smoothing of a harmonizer's fitted colour grids on a video stream.
+
+    ``update(new)`` returns ``new`` eased toward the previous grid by ``smoothing`` (EMA) while
+    the change is small, and ``new`` itself after a cut (a change larger than
+    ``cut_threshold``, see :meth:`vidharm.color.ColorGrid.distance`); ``smoothing = 0`` passes
+    every grid through (stills). ``cut`` tells whether the last update was a cut.
+    """
+
+    def __init__(self, smoothing: float = 0.0, cut_threshold: float = 0.08):
+        self.smoothing = smoothing
+        self.cut_threshold = cut_threshold
+        self.cut = False
+        self._grid = None
+
+    def update(self, new):
+        old = self._grid
+        self.cut = old is not None and old.distance(new) >= self.cut_threshold
+        if old is not None and self.smoothing > 0 and not self.cut:
+            new = new.lerp(old, self.smoothing)
+        self._grid = new
+        return new
+
+    def reset(self) -> None:
+        self._grid = None
+        self.cut = False
 
 
 class BaseHarmonizer:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..color import ColorGrid, apply_grid
 from ..registry import registry
-from .base import BaseHarmonizer
+from .base import BaseHarmonizer, GridStream
 
 
 class LearnedHarmonizer(BaseHarmonizer):
@@ -29,38 +29,34 @@ class LearnedHarmonizer(BaseHarmonizer):
                                               work_size=self.cfg.work_size,
                                               grid=(self.cfg.grid, self.cfg.grid))
         self.name = self.net.name
-        self.cut_threshold = cut_threshold
-        self._smoothing = 0.0
-        self._grid: ColorGrid | None = None
+        self.stream = GridStream(0.0, cut_threshold)
 
     @property
     def smoothing(self) -> float:
-        return self._smoothing
+        return self.stream.smoothing
 
     @smoothing.setter
     def smoothing(self, value: float) -> None:
         """0 = per frame (stills). >0: EMA of the network's statistics and of the grid."""
-        self._smoothing = float(value)
+        self.stream.smoothing = float(value)
         set_streaming = getattr(self.net.model, "set_streaming", None)
         if set_streaming:
-            set_streaming(self._smoothing)
+            set_streaming(self.stream.smoothing)
 
     def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
-        new = self.net.fit(composite, mask).scaled(self.cfg.strength)
-        old = self._grid
-        if old is not None and self._smoothing > 0:
-            if old.distance(new) < self.cut_threshold:
-                new = new.lerp(old, self._smoothing)
-            else:                                   # a cut: forget the carried statistics too
-                self.reset()
-        self._grid = new
-        return new
+        grid = self.stream.update(self.net.fit(composite, mask).scaled(self.cfg.strength))
+        if self.stream.cut:                         # forget the carried network statistics too
+            self._reset_network()
+        return grid
 
     def harmonize(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return apply_grid(composite, mask, self.fit(composite, mask))
 
     def reset(self) -> None:
-        self._grid = None
+        self.stream.reset()
+        self._reset_network()
+
+    def _reset_network(self) -> None:
         reset = getattr(self.net.model, "reset_stream", None)
         if reset:
             reset()

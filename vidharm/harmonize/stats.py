@@ -24,7 +24,7 @@ import numpy as np
 from .._threads import blas_single_thread
 from ..color import ColorGrid, apply_grid, cell_weights, subsample
 from ..registry import registry
-from .base import BaseHarmonizer
+from .base import BaseHarmonizer, GridStream
 
 EPS = 1e-4
 
@@ -78,9 +78,15 @@ class StatsHarmonizer(BaseHarmonizer):
     def __init__(self, cfg=None, smoothing: float = 0.0, cut_threshold: float = 0.08):
         from ..config import HarmonizerConfig
         self.cfg = cfg or HarmonizerConfig()
-        self.smoothing = smoothing            # 0 = per frame (stills); the pipeline sets it for video
-        self.cut_threshold = cut_threshold
-        self._grid: ColorGrid | None = None
+        self.stream = GridStream(smoothing, cut_threshold)   # the pipeline sets smoothing for video
+
+    @property
+    def smoothing(self) -> float:
+        return self.stream.smoothing
+
+    @smoothing.setter
+    def smoothing(self, value: float) -> None:
+        self.stream.smoothing = float(value)
 
     def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
         """The (temporally smoothed) grid for this frame, fitted at the working resolution."""
@@ -88,17 +94,13 @@ class StatsHarmonizer(BaseHarmonizer):
         m = np.ascontiguousarray(subsample(mask, self.cfg.work_size // 2))
         with blas_single_thread():
             new = stats_grid(small, m, self.cfg.grid, self.cfg.local_weight).scaled(self.cfg.strength)
-        old = self._grid
-        if old is not None and self.smoothing > 0 and old.distance(new) < self.cut_threshold:
-            new = new.lerp(old, self.smoothing)
-        self._grid = new
-        return new
+        return self.stream.update(new)
 
     def harmonize(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return apply_grid(composite, mask, self.fit(composite, mask))
 
     def reset(self) -> None:
-        self._grid = None
+        self.stream.reset()
 
 
 registry.harmonizers.add("stats", StatsHarmonizer, StatsHarmonizer.__doc__.splitlines()[0])

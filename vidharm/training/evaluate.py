@@ -83,6 +83,20 @@ def _run_model(model: nn.Module, comp: torch.Tensor, mask: torch.Tensor, size: i
     return out.clamp(0, 1)
 
 
+def _grid_mode(comp: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, grid: int = 4) -> torch.Tensor:
+    """What vidharm ships: the model's effect fitted as a colour grid (vidharm.color) and
+    applied to the composite, instead of taking the network's pixels."""
+    from ..color import apply_grid, fit_grid
+    out = []
+    for c, p, m in zip(comp, pred, mask):
+        c8 = (c.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+        pn = p.permute(1, 2, 0).cpu().numpy().astype(np.float32)
+        mn = (m[0].cpu().numpy() > 0.5).astype(np.float32)
+        g = fit_grid(c8, pn, mn, (grid, grid), ridge=1e-3)
+        out.append(torch.from_numpy(apply_grid(c8, mn, g)).permute(2, 0, 1).float() / 255)
+    return torch.stack(out).to(comp.device)
+
+
 def _tile(t: torch.Tensor, height: int) -> np.ndarray:
     a = (t.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     from PIL import Image
@@ -127,8 +141,12 @@ def evaluate(model: nn.Module | None, dataset, *, size: int | None = 256, split:
              psnr_max: str = "target", batch_size: int = 8, device: str | torch.device = "cpu",
              contact_sheet: str | os.PathLike | None = None, sheet_rows: int = 8,
              max_samples: int | None = None, seed: int = 0, name: str | None = None,
-             progress: Callable[[int, int], None] | None = None) -> EvalReport:
+             progress: Callable[[int, int], None] | None = None, mode: str = "network") -> EvalReport:
     """Metrics for ``model`` (None: the composite baseline only) on ``dataset``.
+
+    ``mode``: "network" = the published protocol (the network's pixels, resized back and
+    blended); "grid" = how vidharm uses a model (its effect fitted as a colour grid and applied
+    to the composite; see :mod:`vidharm.color`).
 
     ``size``: the model's input size (and, for a folder path, the size the dataset is read at;
     None keeps each image's own size). Returns an :class:`EvalReport`.
@@ -158,7 +176,10 @@ def evaluate(model: nn.Module | None, dataset, *, size: int | None = 256, split:
         acc_c.update(blend(comp, comp, mask), real, mask)
         result = comp
         if model is not None:
-            result = blend(_run_model(model, comp, mask, size), comp, mask)
+            pred = _run_model(model, comp, mask, size)
+            if mode == "grid":
+                pred = _grid_mode(comp, pred, mask)
+            result = blend(pred, comp, mask)
             acc_m.update(result, real, mask)
         if pair:
             for key, res in (("composite", comp), ("model", result if model is not None else None)):
