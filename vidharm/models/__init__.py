@@ -2,7 +2,8 @@
 
     >>> from vidharm.models import create_model, list_models, model_config
     >>> list_models()
-    ['phnet-ffhqh', 'phnet-iharmony4', 'phnet-lite', 'phnet-lite-s']
+    ['fmm', 'fmm-base', 'fmm-nosa', 'fmm-sa', 'phnet-ffhqh', 'phnet-iharmony4', 'phnet-lite',
+     'phnet-lite-fmm', 'phnet-lite-s']
     >>> net = create_model("phnet-lite")            # nn.Module, random init
     >>> net.config["enc_sizes"]
     [3, 8, 16, 32, 64, 128, 256]
@@ -22,6 +23,14 @@ Configurations
                          (``SE_block.harm_fc`` on x_harm's mean and max) instead of one scalar
                          per image.
 ``phnet-lite-s``     the same with widths 3-8-12-24-48-96-192 (~0.62M params), a little faster.
+``phnet-lite-fmm``   phnet-lite with FMM modules (Hao, Iizuka and Fukui's attention-based
+                     foreground-background feature map modulation, :mod:`vidharm.models.fmm`)
+                     on the decoder input of stage 1 (128 channels at 1/8 size).
+``fmm``              a small U-Net (widths 4-16-32-64-128, RGB + mask input, residual output)
+                     with the full FMM module (self-attention + modulation) at the bottleneck
+                     (``arch: fmm``).
+``fmm-base`` / ``fmm-sa`` / ``fmm-nosa``  its ablations: no module; self-attention only;
+                     modulation without the self-attention block.
 
 Both published configurations keep every published quirk so their outputs match the
 authors' code. Every model has ``.config`` (a JSON-able dict with ``name`` and ``arch``) so
@@ -72,8 +81,11 @@ def model_config(name: str) -> Dict[str, Any]:
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise ConfigError(f"unknown model '{name}'",
                           f"{hint}known models: {', '.join(list_models())}")
-    from .phnet import DEFAULT_OPTIONS
     cfg = _MODELS[name]
+    if cfg.get("arch") == "fmm":
+        from .fmm import FMM_DEFAULT_OPTIONS
+        return copy.deepcopy({**FMM_DEFAULT_OPTIONS, **cfg})
+    from .phnet import DEFAULT_OPTIONS
     return copy.deepcopy({**DEFAULT_OPTIONS, **cfg})
 
 
@@ -81,10 +93,13 @@ def build_model(config: Dict[str, Any]):
     """Build a model from a full configuration dict (as stored in ``model.config``)."""
     cfg = dict(config)
     arch = cfg.pop("arch", "phnet")
+    if arch == "fmm":
+        return _build_fmm(cfg)
     if arch != "phnet":
-        raise ConfigError(f"unknown model architecture '{arch}'", "known architectures: phnet")
+        raise ConfigError(f"unknown model architecture '{arch}'",
+                          "known architectures: phnet, fmm")
     from .phnet import DEFAULT_OPTIONS, PHNet
-    allowed = set(DEFAULT_OPTIONS) | {"enc_sizes", "grid_count", "name"}
+    allowed = set(DEFAULT_OPTIONS) | {"enc_sizes", "grid_count", "name", "fmm"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise ConfigError(f"unknown model option(s): {', '.join(unknown)}",
@@ -94,6 +109,21 @@ def build_model(config: Dict[str, Any]):
         raise ConfigError(f"model configuration lacks {', '.join(missing)}")
     try:
         return PHNet(**cfg)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise ConfigError(f"invalid model configuration: {exc}") from None
+
+
+def _build_fmm(cfg: Dict[str, Any]):
+    from .fmm import FMM_DEFAULT_OPTIONS, FMMNet
+    allowed = set(FMM_DEFAULT_OPTIONS) | {"enc_sizes", "name"}
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown model option(s): {', '.join(unknown)}",
+                          f"known options: {', '.join(sorted(allowed))}")
+    if "enc_sizes" not in cfg:
+        raise ConfigError("model configuration lacks enc_sizes")
+    try:
+        return FMMNet(**cfg)
     except (TypeError, ValueError, IndexError) as exc:
         raise ConfigError(f"invalid model configuration: {exc}") from None
 
@@ -126,7 +156,26 @@ register_model(
     enc_sizes=[3, 8, 12, 24, 48, 96, 192], **_LITE)
 
 
-_LAZY = {"PHNet": "phnet", "infer": "phnet", "prepare": "phnet",
+_FMM_NET = dict(arch="fmm", enc_sizes=[4, 16, 32, 64, 128])
+register_model(
+    "fmm", "U-Net + attention-based fg/bg feature map modulation at the bottleneck (FMM)",
+    fmm_levels=[0], self_attention=True, modulation=True, **_FMM_NET)
+register_model(
+    "fmm-base", "FMM ablation: the U-Net without the module",
+    fmm_levels=[], self_attention=True, modulation=True, **_FMM_NET)
+register_model(
+    "fmm-sa", "FMM ablation: self-attention block only (no modulation)",
+    fmm_levels=[0], self_attention=True, modulation=False, **_FMM_NET)
+register_model(
+    "fmm-nosa", "FMM ablation: modulation without the self-attention block",
+    fmm_levels=[0], self_attention=False, modulation=True, **_FMM_NET)
+register_model(
+    "phnet-lite-fmm", "phnet-lite + FMM on the decoder input of stage 1 (128 ch, 1/8 size)",
+    enc_sizes=[3, 8, 16, 32, 64, 128, 256], **_LITE,
+    fmm=dict(levels=[1], self_attention=True, modulation=True, reduction=8, eps=1e-5))
+
+
+_LAZY = {"PHNet": "phnet", "FMM": "fmm", "FMMNet": "fmm", "infer": "phnet", "prepare": "phnet",
          "load_published": "weights", "load_weights": "weights", "save_weights": "weights",
          "load_any": "weights", "detect_published": "weights"}
 

@@ -20,6 +20,12 @@ Options beyond the published model (used by the lite configurations, see ``__ini
 - ``keep_unused``: the published state dict has a last normalizer and ``skip.{n}`` that are
   never called; ``True`` builds them so strict loading works, ``False`` leaves them out.
 - ``pfe_grid``: PFE grid (published: ``grid_count[1]``).
+- ``fmm`` (not a default option; absent = off, and then nothing changes: no extra
+  parameters, keys or computation): ``{"levels": [i, ...], "self_attention": bool,
+  "modulation": bool, "reduction": int, "eps": float}`` inserts an
+  :class:`vidharm.models.fmm.FMM` module on the decoder feature entering stage ``i`` (before
+  its skip fusion; stage 0 = the SE'd bottleneck), with the mask at that resolution. Its
+  parameters are ``fmm.<i>.*``. Recorded in ``config["fmm"]`` only when given.
 
 Input sizes: any H, W. Inputs whose sides are not multiples of 8 (or are smaller than 16,
 the least size at which the deepest InstanceNorm sees more than one pixel) are padded at the
@@ -89,7 +95,8 @@ class PHNet(nn.Module):
     """
 
     def __init__(self, enc_sizes: Sequence[int], grid_count: Sequence[int], *,
-                 name: str = "phnet-custom", **options: Any):
+                 name: str = "phnet-custom", fmm: Optional[Dict[str, Any]] = None,
+                 **options: Any):
         super().__init__()
         unknown = set(options) - set(DEFAULT_OPTIONS)
         if unknown:
@@ -132,6 +139,19 @@ class PHNet(nn.Module):
             SkipConv(enc_sizes[n - i], opts["skip_kernel"]) for i in range(n_skip))
         self.SE_block = SEBlock(enc_sizes[n], reduction=opts["se_reduction"],
                                 scalar_harm=opts["quirk_scalar_se"])
+        # optional FMM modules on decoder inputs (off by default: no keys, no computation)
+        self.fmm: Optional[nn.ModuleDict] = None
+        if fmm is not None:
+            from .fmm import FMM, fmm_options
+            spec = fmm_options(fmm)
+            bad = [i for i in spec["levels"] if not 0 <= i < n]
+            if bad:
+                raise ValueError(f"fmm levels must lie in [0, {n - 1}], got {bad}")
+            self.config["fmm"] = spec
+            # decoder stage i's input x has enc_sizes[n-i] channels
+            self.fmm = nn.ModuleDict({
+                str(i): FMM(enc_sizes[n - i], spec["reduction"], spec["self_attention"],
+                            spec["modulation"], spec["eps"]) for i in spec["levels"]})
 
     # ---------------------------------------------------------------- streaming
     def _stream_modules(self):
@@ -173,6 +193,8 @@ class PHNet(nn.Module):
             s = feats[n - 1 - i]
             if i >= self.start:
                 s = self.normalizers[i - self.start](s, masks[n - 1 - i]).to(x.dtype)
+            if self.fmm is not None and str(i) in self.fmm:
+                x = self.fmm[str(i)](x, masks[n - 1 - i])
             x = self.decoder[i](self.skip[i](torch.cat([x, s], dim=1)))
         return torch.sigmoid(x)
 
