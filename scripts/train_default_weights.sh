@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V=.venv/bin/vidharm
-$V train --model phnet-lite --size 128 --batch-size 16 --steps 1500 --lr 2e-4 --seed 0 \
-  --out-dir runs/lite-a --val-every 500 --checkpoint-every 250 --workers 1 --no-progress --resume
-$V train --model phnet-lite --size 256 --batch-size 8 --steps 400 --lr 3e-5 --seed 1 \
+$V train --model phnet-lite --size 128 --batch-size 16 --steps 1200 --lr 2e-4 --seed 0 \
+  --out-dir runs/lite-a --val-every 400 --checkpoint-every 200 --workers 1 --no-progress --resume
+$V train --model phnet-lite --size 256 --batch-size 8 --steps 300 --lr 5e-5 --seed 1 \
   --init-weights runs/lite-a/final.safetensors \
   --out-dir runs/lite-b --val-every 200 --checkpoint-every 100 --workers 1 --no-progress

@@ -19,6 +19,8 @@ Configurations
                        * lean skip fusion: ``skip.i.rconv`` is 1x1 instead of 3x3;
                        * the unused last normalizer and ``skip.6`` are not built;
                        * FIXES the PFE quirk: the composite uses ``bg`` instead of ``bg/255``;
+                       * residual output: clamp(image + x) with a near-zero last layer, so
+                         a fresh model starts at the composite (published: sigmoid(x));
                        * FIXES the SE quirk: the x_harm gate is a learned per-channel gate
                          (``SE_block.harm_fc`` on x_harm's mean and max) instead of one scalar
                          per image.
@@ -147,7 +149,7 @@ register_model(
     "phnet-iharmony4", "PHNet as published, iHarmony4 (10.0M params; iharmony512.pth)",
     enc_sizes=[3, 16, 32, 64, 128, 256, 512], grid_count=[10, 5, 1])
 _LITE = dict(grid_count=[4, 3, 2, 1], skip_kernel=1, quirk_bg_div255=False,
-             quirk_scalar_se=False, keep_unused=False)
+             quirk_scalar_se=False, keep_unused=False, residual_output=True)
 register_model(
     "phnet-lite", "real-time PHNet (1.1M params, published quirks fixed)",
     enc_sizes=[3, 8, 16, 32, 64, 128, 256], **_LITE)

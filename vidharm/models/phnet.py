@@ -20,6 +20,11 @@ Options beyond the published model (used by the lite configurations, see ``__ini
 - ``keep_unused``: the published state dict has a last normalizer and ``skip.{n}`` that are
   never called; ``True`` builds them so strict loading works, ``False`` leaves them out.
 - ``pfe_grid``: PFE grid (published: ``grid_count[1]``).
+- ``residual_output``: the published head is ``sigmoid(x)``: the network must learn to
+  reproduce the whole image before it can correct colour. ``True`` returns
+  ``clamp(image + x, 0, 1)`` with the last layer initialised near zero, so a fresh model
+  starts AT the composite and training only has to learn the correction (what made CPU
+  training of the shipped phnet-lite feasible).
 - ``fmm`` (not a default option; absent = off, and then nothing changes: no extra
   parameters, keys or computation): ``{"levels": [i, ...], "self_attention": bool,
   "modulation": bool, "reduction": int, "eps": float}`` inserts an
@@ -59,6 +64,7 @@ DEFAULT_OPTIONS: Dict[str, Any] = dict(
     quirk_scalar_se=True,
     keep_unused=True,
     pfe_grid=None,
+    residual_output=False,
 )
 
 
@@ -139,6 +145,12 @@ class PHNet(nn.Module):
             SkipConv(enc_sizes[n - i], opts["skip_kernel"]) for i in range(n_skip))
         self.SE_block = SEBlock(enc_sizes[n], reduction=opts["se_reduction"],
                                 scalar_harm=opts["quirk_scalar_se"])
+        self.residual_output = bool(opts["residual_output"])
+        if self.residual_output:
+            last = self.decoder[n - 1][0]
+            with torch.no_grad():
+                last.weight.mul_(0.01)
+                last.bias.zero_()
         # optional FMM modules on decoder inputs (off by default: no keys, no computation)
         self.fmm: Optional[nn.ModuleDict] = None
         if fmm is not None:
@@ -196,6 +208,8 @@ class PHNet(nn.Module):
             if self.fmm is not None and str(i) in self.fmm:
                 x = self.fmm[str(i)](x, masks[n - 1 - i])
             x = self.decoder[i](self.skip[i](torch.cat([x, s], dim=1)))
+        if self.residual_output:
+            return (image + x).clamp(0.0, 1.0)
         return torch.sigmoid(x)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
