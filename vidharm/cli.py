@@ -93,6 +93,8 @@ def main(debug: bool, verbose: bool):
     if debug:
         os.environ["VIDHARM_DEBUG"] = "1"
     _setup_logging(verbose or debug)
+    from ._threads import tune_allocator
+    tune_allocator()
 
 
 # ---------------------------------------------------------------- shared options

@@ -97,12 +97,47 @@ def _apply(src: np.ndarray, base: np.ndarray, mask: np.ndarray, grid: ColorGrid)
     if ys is None:
         return out
     h, w = mask.shape
-    m = mask[ys, xs]
-    planes = [c.astype(np.float32) for c in cv2.split(src[ys, xs])]   # 3 x (h', w'), 0..255
     gh, gw = grid.shape
     coeffs = grid.coeffs.reshape(gh, gw, 12).astype(np.float32)
     coeffs[..., 3::4] *= 255.0                                         # offsets on the 0..255 scale
     diagonal = not np.any(coeffs[..., _OFF_DIAGONAL])
+    if diagonal and gh * gw > 1:
+        t_src = _apply_diagonal(src[ys, xs], coeffs, h, w, ys, xs)
+    else:
+        t_src = _apply_affine(src[ys, xs], coeffs, h, w, ys, xs, diagonal)
+    m = np.ascontiguousarray(mask[ys, xs], dtype=np.float32)
+    # cv2.blendLinear: (a * wa + b * wb) / (wa + wb), rounded; exact base where m == 0
+    out[ys, xs] = cv2.blendLinear(t_src, np.ascontiguousarray(base[ys, xs]), m, 1.0 - m)
+    return out
+
+
+def _apply_diagonal(crop: np.ndarray, coeffs: np.ndarray, h: int, w: int, ys: slice,
+                    xs: slice) -> np.ndarray:
+    """Per-channel gain/offset grids (the ``stats`` harmonizer): T(x) = g(p) * x + o(p).
+
+    The gain and offset fields are interpolated exactly at a quarter of the resolution and
+    upsampled bilinearly (they vary over hundreds of pixels); the arithmetic runs in
+    OpenCV's mixed-depth kernels straight from and to uint8. ~2x faster than the general path.
+    """
+    hh, ww = crop.shape[:2]
+    hq, wq = max(1, -(-hh // 4)), max(1, -(-ww // 4))
+    # crop pixel u that lands exactly on quarter sample j under cv2.resize's mapping
+    uy = (np.arange(hq, dtype=np.float32) + 0.5) * hh / hq - 0.5 + ys.start
+    ux = (np.arange(wq, dtype=np.float32) + 0.5) * ww / wq - 0.5 + xs.start
+    wy = _interp_weights(uy, h, coeffs.shape[0])                        # (hq, gh)
+    wx = _interp_weights(ux, w, coeffs.shape[1])                        # (wq, gw)
+    fields = np.matmul(wx[None], np.einsum("hg,gwk->hwk", wy, coeffs[..., _DIAGONAL]))  # (hq, wq, 6)
+    gain = cv2.resize(np.ascontiguousarray(fields[..., 0::2]), (ww, hh), interpolation=cv2.INTER_LINEAR)
+    offset = cv2.resize(np.ascontiguousarray(fields[..., 1::2]), (ww, hh), interpolation=cv2.INTER_LINEAR)
+    scaled = cv2.multiply(np.ascontiguousarray(crop), gain, dtype=cv2.CV_32F)
+    return cv2.add(scaled, offset, dtype=cv2.CV_8U)                     # rounded, saturated
+
+
+def _apply_affine(crop: np.ndarray, coeffs: np.ndarray, h: int, w: int, ys: slice, xs: slice,
+                  diagonal: bool) -> np.ndarray:
+    """General 3x4 affine per pixel (learned harmonizers), planar float32 -> uint8 T(x)."""
+    gh, gw = coeffs.shape[:2]
+    planes = [c.astype(np.float32) for c in cv2.split(crop)]           # 3 x (h', w'), 0..255
     mapped = []
     if gh == 1 and gw == 1:
         a = coeffs[0, 0]
@@ -111,12 +146,6 @@ def _apply(src: np.ndarray, base: np.ndarray, mask: np.ndarray, grid: ColorGrid)
             o = a[k + c] * planes[c] if diagonal else \
                 a[k] * planes[0] + a[k + 1] * planes[1] + a[k + 2] * planes[2]
             o += a[k + 3]
-            mapped.append(o)
-    elif diagonal:                                                     # per-channel gain, offset
-        maps = _coeff_maps(coeffs[..., _DIAGONAL], h, w, ys, xs)       # (6, h', w')
-        for c in range(3):
-            o = maps[2 * c] * planes[c]
-            o += maps[2 * c + 1]
             mapped.append(o)
     else:
         maps = _coeff_maps(coeffs, h, w, ys, xs)                       # (12, h', w')
@@ -129,25 +158,26 @@ def _apply(src: np.ndarray, base: np.ndarray, mask: np.ndarray, grid: ColorGrid)
             mapped.append(o)
     t_src = cv2.merge(mapped)
     np.clip(t_src, 0.0, 255.0, out=t_src)
-    t_src = (t_src + 0.5).astype(np.uint8)                             # T(src), uint8
-    m = np.ascontiguousarray(m, dtype=np.float32)
-    # cv2.blendLinear: (a * wa + b * wb) / (wa + wb), rounded; exact base where m == 0
-    out[ys, xs] = cv2.blendLinear(t_src, np.ascontiguousarray(base[ys, xs]), m, 1.0 - m)
-    return out
+    return (t_src + 0.5).astype(np.uint8)                              # T(src), uint8
 
 
-def _interp_matrix(start: int, stop: int, size: int, cells: int) -> np.ndarray:
-    """(stop - start, cells) bilinear weights from cell centres to pixel centres, clamped."""
-    g = (np.arange(start, stop, dtype=np.float32) + 0.5) * cells / size - 0.5
-    g = np.clip(g, 0.0, cells - 1)
+def _interp_weights(u: np.ndarray, size: int, cells: int) -> np.ndarray:
+    """(len(u), cells) bilinear weights from cell centres to pixel positions ``u`` (pixel
+    index, may be fractional), clamped at the outer cell centres."""
+    g = np.clip((u.astype(np.float32) + 0.5) * cells / size - 0.5, 0.0, cells - 1)
     i0 = np.floor(g).astype(np.int64)
     i1 = np.minimum(i0 + 1, cells - 1)
     f = g - i0
-    wts = np.zeros((stop - start, cells), np.float32)
-    rows = np.arange(stop - start)
+    wts = np.zeros((len(u), cells), np.float32)
+    rows = np.arange(len(u))
     np.add.at(wts, (rows, i0), 1.0 - f)
     np.add.at(wts, (rows, i1), f)
     return wts
+
+
+def _interp_matrix(start: int, stop: int, size: int, cells: int) -> np.ndarray:
+    """(stop - start, cells) bilinear weights for the pixels start..stop-1."""
+    return _interp_weights(np.arange(start, stop, dtype=np.float32), size, cells)
 
 
 def _coeff_maps(coeffs: np.ndarray, h: int, w: int, ys: slice, xs: slice) -> np.ndarray:
@@ -221,8 +251,11 @@ def fit_grid(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, grid: tuple[int
 def _solve(x, y, wgt, prior, ridge):
     """Weighted ridge regression toward ``prior`` for K weightings at once -> (K, 3, 4)."""
     n = wgt.sum(1)                                                    # (K,)
-    xtx = np.einsum("kn,ni,nj->kij", wgt, x, x)                       # (K, 4, 4)
-    xty = np.einsum("kn,ni,nj->kij", wgt, x, y)                       # (K, 4, 3)
+    # the K weighted Gram matrices as ONE matrix product (K, N) @ (N, 16|12): BLAS instead of
+    # einsum's naive loop (measured 6 ms vs 53 ms for K=9, N=256*256 on one core)
+    N, k = x.shape[0], wgt.shape[0]
+    xtx = (wgt @ (x[:, :, None] * x[:, None, :]).reshape(N, 16)).reshape(k, 4, 4)
+    xty = (wgt @ (x[:, :, None] * y[:, None, :]).reshape(N, 12)).reshape(k, 4, 3)
     lam = ridge * np.maximum(n, 1.0)[:, None, None] * np.eye(4, dtype=np.float32)[None]
     lam[:, 3, 3] *= 0.1                                               # offsets are cheap
     a = xtx + lam + 1e-6 * np.eye(4, dtype=np.float32)[None]

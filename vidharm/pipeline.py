@@ -54,8 +54,10 @@ class FramePipeline:
 
     def __init__(self, cfg: Config, background, video: bool = True,
                  segmenter=None, harmonizer=None, harmonizer_smoothing: float = 0.7):
+        from ._threads import tune_allocator
         from .composite import BackgroundProvider, make_background
         from .mask import MaskRefiner
+        tune_allocator()
         self.cfg = cfg
         self.video = video
         self._owns_background = not isinstance(background, BackgroundProvider)

@@ -273,8 +273,8 @@ def transcode_file(src: str, dst: str | os.PathLike, make_processor: ProcessorFa
             writer = _ThreadedWriter(VideoWriter(
                 dst, info.size, time_base=info.time_base, fps=info.fps, output_cfg=output_cfg,
                 audio_from=aud, overwrite=overwrite, input_path=src))
+            frames_iter = _prefetch(reader)   # decode (and demux audio) on its own thread
             try:
-                frames_iter = iter(reader)
                 expect = (info.height, info.width, 3)
                 while True:
                     t0 = time.perf_counter()
@@ -303,6 +303,7 @@ def transcode_file(src: str, dst: str | os.PathLike, make_processor: ProcessorFa
                 writer.close(end_time=reader.end_time)
                 encode_s += time.perf_counter() - t0
             except BaseException:
+                frames_iter.close()           # stop and join the decoder before the file closes
                 writer.abort()
                 raise
     finally:
@@ -324,6 +325,59 @@ def transcode_file(src: str, dst: str | os.PathLike, make_processor: ProcessorFa
                  "audio": audio_s, "total": total},
         stage_timings=dict(stages) if isinstance(stages, Mapping) else {},
         info=info)
+
+
+def _prefetch(iterable, depth: int = 3):
+    """Iterate ``iterable`` on a background thread, ``depth`` items ahead (bounded memory).
+
+    FFmpeg decodes with the GIL released, so decoding the next frame overlaps segmentation
+    and compositing of this one. Exceptions from the producer are re-raised here; closing the
+    generator (an error or Ctrl-C in the consumer) stops the producer.
+    """
+    import queue
+    import threading
+    q: "queue.Queue" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        it = iter(iterable)
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:            # handed to the consumer
+            q.put(exc)
+        finally:
+            close = getattr(it, "close", None)  # finish the reader's generator on THIS thread
+            if close:
+                close()
+
+    t = threading.Thread(target=produce, name="vidharm-decode", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():                     # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            t.join(timeout=0.05)
 
 
 class _ThreadedWriter:
