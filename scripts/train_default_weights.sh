@@ -11,3 +11,7 @@ $V train --model phnet-lite --size 128 --batch-size 16 --steps 1200 --lr 2e-4 --
 $V train --model phnet-lite --size 256 --batch-size 8 --steps 300 --lr 5e-5 --seed 1 \
   --init-weights runs/lite-a/final.safetensors \
   --out-dir runs/lite-b --val-every 200 --checkpoint-every 100 --workers 1 --no-progress
+# stage C: longer fine-tune at 256 px, lower learning rate
+$V train --model phnet-lite --size 256 --batch-size 8 --steps 1500 --lr 2e-5 --seed 2 \
+  --init-weights runs/lite-b/final.safetensors \
+  --out-dir runs/lite-c --val-every 250 --checkpoint-every 250 --workers 1 --no-progress
