@@ -19,7 +19,8 @@ REF = Path(__file__).resolve().parent / "data" / "phnet_reference"  # vendored c
 GOLDEN = REF / "golden"
 TOL = 1e-5
 
-needs_ref = pytest.mark.usefixtures()  # the reference files are vendored: always run
+def needs_ref(f):  # the reference files are vendored (tests/data): always run
+    return f
 
 
 def _manifest() -> dict:

@@ -15,7 +15,8 @@ from vidharm.models.weights import (detect_published, infer_config, load_any, lo
                                     load_weights, read_metadata, read_state_dict, save_weights)
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "phnet_reference" / "golden"
-needs_ref = pytest.mark.usefixtures()  # the reference files are vendored: always run
+def needs_ref(f):  # the reference files are vendored (tests/data): always run
+    return f
 TINY = [3, 4, 8, 8, 16, 16, 32]
 GOLDEN_SIZES = [3, 4, 8, 16, 32, 64, 128]   # the widths the golden files use
 
