@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vidharm.color import ColorGrid, apply_grid, fit_grid, resize_for_work
+from vidharm.color import ColorGrid, apply_grid, fit_grid
 
 
 def _img(h=90, w=160, seed=0):
@@ -66,13 +66,6 @@ def test_soft_mask_blends_linearly():
     # the transformed person saturates first, then blends with the base half and half
     expect = 0.5 * np.clip(img.astype(float) + 0.2 * 255, 0, 255) + 0.5 * img
     assert np.abs(out - expect).max() <= 1
-
-
-def test_resize_for_work_never_upscales():
-    img = _img(90, 160)
-    assert resize_for_work(img, 256) is img
-    small = resize_for_work(np.zeros((720, 1280, 3), np.uint8), 256)
-    assert small.shape[:2] == (256, 455)
 
 
 def test_fused_apply_equals_composite_for_identity_and_keeps_background():

@@ -277,12 +277,3 @@ def subsample(img: np.ndarray, short_side: int) -> np.ndarray:
     costs nothing."""
     step = max(1, min(img.shape[:2]) // short_side)
     return img[::step, ::step]
-
-
-def resize_for_work(img: np.ndarray, short_side: int, interp=cv2.INTER_AREA) -> np.ndarray:
-    """Downscale so the shorter side is ``short_side`` (never upscale)."""
-    h, w = img.shape[:2]
-    s = short_side / min(h, w)
-    if s >= 1.0:
-        return img
-    return cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=interp)
