@@ -9,18 +9,30 @@ Interface (tiny on purpose)::
 ``open(size, fps)`` is optional: a sink opens itself from the first frame's size when not
 told. ``close()`` finishes. Built-ins: ``mp4`` (H.264 MP4 file, written atomically: a
 partial file never appears under the final name) and ``null`` (counts frames; benchmarks).
-Live sinks (virtual camera, preview window) come later.
+
+Live sinks (used by ``vidharm run``): ``virtualcam`` (pyvirtualcam: the "PHNet Camera"),
+``preview`` (an OpenCV window with hotkeys) and ``file`` (records what the camera would show,
+MP4 encoded on its own thread). Optional extras of the interface, used by the live engine
+when a sink has them: ``events() -> list[str]`` (user commands such as ``"quit"``, polled
+after each frame), ``set_overlay(text)`` (a status line to draw), ``pump()`` (keep a window
+responsive while no new frame comes).
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from vidharm.config import OutputConfig
 from vidharm.registry import registry
 from vidharm.video import VideoWriter
+
+log = logging.getLogger("vidharm.sinks")
 
 
 class Mp4Sink:
@@ -122,3 +134,401 @@ class NullSink:
 
 registry.sinks.add("mp4", Mp4Sink, help="H.264 MP4 file (path=..., written atomically)")
 registry.sinks.add("null", NullSink, help="discard frames, counting them")
+
+
+# ------------------------------------------------------------------------------ live sinks
+def fit_frame(rgb: np.ndarray, size: tuple[int, int], pad_value: int = 0) -> np.ndarray:
+    """``rgb`` scaled to fit inside ``size`` = (W, H) keeping its aspect ratio, centred, the
+    rest padded with ``pad_value`` (letterbox/pillarbox). Never distorts; a frame already of
+    that size is returned as is."""
+    import cv2
+    W, H = int(size[0]), int(size[1])
+    h, w = rgb.shape[:2]
+    if (w, h) == (W, H):
+        return rgb
+    s = min(W / w, H / h)
+    nw, nh = max(1, min(W, int(round(w * s)))), max(1, min(H, int(round(h * s))))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    small = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    out = np.full((H, W, 3), pad_value, np.uint8)
+    y, x = (H - nh) // 2, (W - nw) // 2
+    out[y:y + nh, x:x + nw] = small
+    return out
+
+
+def parse_size(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"1280x720"`` -> (1280, 720)."""
+    from vidharm.errors import ConfigError
+    if text is None or isinstance(text, tuple):
+        return text
+    try:
+        w, h = (int(v) for v in str(text).lower().replace("*", "x").split("x"))
+        if w <= 0 or h <= 0 or w > 8192 or h > 8192:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"bad size '{text}'", "give WIDTHxHEIGHT, e.g. 1280x720") from None
+    return w, h
+
+
+#: the name the virtual camera gets where the backend lets us choose it
+CAMERA_NAME = "PHNet Camera"
+MODPROBE_LINE = ('sudo modprobe v4l2loopback devices=1 video_nr=10 card_label="PHNet Camera" '
+                 'exclusive_caps=1')
+
+
+def v4l2_devices(sysfs: str = "/sys/class/video4linux") -> list[tuple[str, str]]:
+    """(``/dev/videoN``, card name) of every V4L2 device (Linux), sorted by number."""
+    root = Path(sysfs)
+    out = []
+    if not root.is_dir():
+        return out
+    for d in root.glob("video*"):
+        try:
+            name = (d / "name").read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            continue
+        out.append((f"/dev/{d.name}", name))
+    return sorted(out, key=lambda x: int("".join(c for c in x[0] if c.isdigit()) or 0))
+
+
+def no_camera_hint() -> str:
+    if sys.platform.startswith("linux"):
+        return (f"create one with: {MODPROBE_LINE} (package v4l2loopback-dkms), then pick "
+                f"'{CAMERA_NAME}' in Zoom/Meet; or use --sink preview / --sink file")
+    return ("install OBS Studio (28+) and start its Virtual Camera once ('OBS Virtual Camera' "
+            "is the name apps show; OBS does not let other programs rename it); or use "
+            "--sink preview / --sink file")
+
+
+class VirtualCamSink:
+    """Frames to a virtual camera through pyvirtualcam, named "PHNet Camera" where possible.
+
+    - Linux (v4l2loopback): the device whose card label is ``name`` is used (create it with
+      :data:`MODPROBE_LINE`); without one, the first v4l2loopback device pyvirtualcam finds
+      (its name is whatever the module was loaded with; logged). No device at all: one
+      :class:`~vidharm.errors.OutputError` with the modprobe line.
+    - Windows/macOS: OBS Studio's virtual camera (shown to apps as "OBS Virtual Camera"; OBS
+      fixes that name), or Unity Capture on Windows.
+    - Size and pixel format: ``size`` (W, H) and RGB are asked for first; when the backend
+      refuses, the next of ``fallback_sizes`` and then BGR / I420 / NV12 are tried. Frames of
+      another size are scaled to fit and padded (:func:`fit_frame`), never distorted.
+    - ``backend``/``device``: passed to ``pyvirtualcam.Camera`` (tests register a recording
+      backend with ``pyvirtualcam.register_backend`` and name it here).
+    """
+
+    FALLBACK_SIZES = ((1280, 720), (640, 480), (1920, 1080), (640, 360))
+    FORMATS = ("RGB", "BGR", "I420", "NV12")
+
+    def __init__(self, size: Any = (1280, 720), fps: float = 30.0, device: str | None = None,
+                 backend: str | None = None, name: str = CAMERA_NAME,
+                 fallback_sizes=FALLBACK_SIZES, formats=FORMATS, **backend_kw):
+        self.size = parse_size(size) or (1280, 720)
+        self.fps = float(fps or 30.0)
+        self.device = device
+        self.backend = backend
+        self.name = name
+        self.fallback_sizes = tuple(fallback_sizes)
+        self.formats = tuple(formats)
+        self.backend_kw = backend_kw
+        self.frames = 0
+        self.notes: list[str] = []
+        self.cam = None
+        self.fmt: str | None = None
+        self.out_size: tuple[int, int] | None = None
+        self._device_in_use: str | None = None
+
+    def _pick_device(self) -> str | None:
+        if self.device or self.backend or not sys.platform.startswith("linux"):
+            return self.device
+        devs = v4l2_devices()
+        for dev, card in devs:
+            if card == self.name:
+                return dev
+        loop = [d for d in devs if "loopback" in d[1].lower() or "dummy" in d[1].lower()]
+        if not devs:
+            from vidharm.errors import OutputError
+            raise OutputError("no virtual camera device (no /dev/video* at all)", no_camera_hint())
+        if loop:
+            note = (f"no device named '{self.name}'; using {loop[0][0]} ('{loop[0][1]}'). To get "
+                    f"the name: sudo modprobe -r v4l2loopback && {MODPROBE_LINE}")
+            self.notes.append(note)
+            log.warning(note)
+            return loop[0][0]
+        return None                      # let pyvirtualcam look for a loopback device
+
+    def open(self, size: tuple[int, int] | None = None, fps: float | None = None) -> "VirtualCamSink":
+        if self.cam is not None:
+            return self
+        try:
+            import pyvirtualcam
+        except ImportError:  # pragma: no cover - a dependency
+            from vidharm.errors import OutputError
+            raise OutputError("pyvirtualcam is not installed", "pip install pyvirtualcam") from None
+        if fps:
+            self.fps = float(fps)
+        device = self._pick_device()
+        sizes = [self.size] + [s for s in self.fallback_sizes if s != self.size]
+        errors = []
+        for fmt_name in self.formats:
+            fmt = getattr(pyvirtualcam.PixelFormat, fmt_name)
+            for w, h in sizes:
+                try:
+                    self.cam = pyvirtualcam.Camera(w, h, self.fps, fmt=fmt, device=device,
+                                                   backend=self.backend, **self.backend_kw)
+                except Exception as exc:   # RuntimeError listing each backend's complaint
+                    errors.append(" ".join(str(exc).split()))
+                    continue
+                self.fmt, self.out_size = fmt_name, (w, h)
+                self._device_in_use = self.cam.device
+                if (w, h) != self.size or fmt_name != "RGB":
+                    note = (f"virtual camera accepts {w}x{h} {fmt_name} (asked for "
+                            f"{self.size[0]}x{self.size[1]} RGB): frames are fitted, not stretched")
+                    self.notes.append(note)
+                    log.warning(note)
+                log.info("virtual camera: %s (%s backend), %dx%d %s", self.cam.device,
+                         self.cam.backend, w, h, fmt_name)
+                return self
+        from vidharm.errors import OutputError
+        first = errors[0] if errors else "no backend available"
+        raise OutputError(f"no virtual camera could be opened ({first[:200]})", no_camera_hint())
+
+    @property
+    def device_name(self) -> str | None:
+        """The device in use (kept after close, for the summary)."""
+        return self._device_in_use
+
+    def _convert(self, rgb: np.ndarray) -> np.ndarray:
+        import cv2
+        if self.fmt == "RGB":
+            return np.ascontiguousarray(rgb)
+        if self.fmt == "BGR":
+            return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        i420 = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).reshape(-1)
+        if self.fmt == "I420":
+            return i420
+        w, h = self.out_size
+        ysz, csz = w * h, (w // 2) * (h // 2)
+        nv12 = np.empty_like(i420)
+        nv12[:ysz] = i420[:ysz]
+        nv12[ysz::2] = i420[ysz:ysz + csz]
+        nv12[ysz + 1::2] = i420[ysz + csz:]
+        return nv12
+
+    def send(self, rgb: np.ndarray, t: float | None = None) -> None:
+        if self.cam is None:
+            self.open()
+        frame = fit_frame(rgb, self.out_size)
+        self.cam.send(self._convert(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        cam, self.cam = self.cam, None
+        if cam is not None:
+            cam.close()
+
+    def __enter__(self) -> "VirtualCamSink":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+#: preview hotkeys -> engine commands
+PREVIEW_KEYS = {ord("h"): "toggle_harmonize", ord("n"): "next_background",
+                ord("m"): "toggle_mask", ord(" "): "toggle_pause", ord("q"): "quit", 27: "quit"}
+PREVIEW_HELP = "h harmonize on/off  n next background  m mask  space pause  q/Esc quit"
+
+
+def have_display() -> bool:
+    """Whether an OpenCV window can be shown (a desktop session)."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class PreviewSink:
+    """An OpenCV window showing what the camera would show, with hotkeys and an overlay.
+
+    Keys (:data:`PREVIEW_KEYS`): ``h`` harmonization on/off (A/B), ``n`` next background,
+    ``m`` show the mask, space pause, ``q``/Esc quit; closing the window quits too. Pressed
+    keys become commands returned by :meth:`events` (the engine acts on them). The overlay is
+    the engine's status text (fps, latency) set with :meth:`set_overlay`.
+
+    The window functions are injectable (``imshow(title, bgr)``, ``wait_key(ms) -> int``,
+    ``destroy(title)``, ``window_visible(title) -> bool``), so the logic runs headless in
+    tests; the defaults are OpenCV's.
+    """
+
+    def __init__(self, title: str = "vidharm - PHNet Camera preview", imshow=None,
+                 wait_key=None, destroy=None, window_visible=None, check_display: bool = True):
+        self.title = title
+        self._custom = imshow is not None
+        self._imshow = imshow
+        self._wait_key = wait_key
+        self._destroy = destroy
+        self._visible = window_visible
+        self.check_display = check_display and imshow is None
+        self.overlay = ""
+        self.frames = 0
+        self.last_shown: np.ndarray | None = None
+        self._events: list[str] = []
+        self._opened = False
+
+    def open(self, size=None, fps=None) -> "PreviewSink":
+        if self._opened:
+            return self
+        if self.check_display and not have_display():
+            from vidharm.errors import OutputError
+            raise OutputError("no display for the preview window (DISPLAY is not set)",
+                              "run it in a desktop session, or use --sink virtualcam / file / null")
+        if not self._custom:
+            import cv2
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+            self._imshow = cv2.imshow
+            self._wait_key = cv2.waitKey
+            self._destroy = cv2.destroyWindow
+            self._visible = lambda t: cv2.getWindowProperty(t, cv2.WND_PROP_VISIBLE) >= 1
+        self._opened = True
+        return self
+
+    def set_overlay(self, text: str) -> None:
+        self.overlay = text
+
+    def _draw(self, rgb: np.ndarray) -> np.ndarray:
+        import cv2
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        scale = max(0.45, bgr.shape[0] / 1080)
+        lines = [l for l in (self.overlay, PREVIEW_HELP) if l]
+        for i, line in enumerate(lines):
+            y = int((24 + 26 * i) * scale * 1.4)
+            for colour, thick in (((0, 0, 0), 4), ((255, 255, 255), 1)):
+                cv2.putText(bgr, line, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale * 1.4,
+                            colour, max(1, int(thick * scale * 1.4)), cv2.LINE_AA)
+        return bgr
+
+    def send(self, rgb: np.ndarray, t: float | None = None) -> None:
+        if not self._opened:
+            self.open()
+        img = self._draw(rgb)
+        self._imshow(self.title, img)
+        self.last_shown = img
+        self.frames += 1
+        self.pump()
+
+    def pump(self) -> None:
+        """Read keys (and notice a closed window) without showing a new frame."""
+        if not self._opened:
+            return
+        key = self._wait_key(1)
+        if key is not None and key >= 0:
+            cmd = PREVIEW_KEYS.get(key & 0xFF)
+            if cmd:
+                self._events.append(cmd)
+        if self._visible is not None and self.frames:
+            try:
+                if not self._visible(self.title):
+                    self._events.append("quit")
+            except Exception:
+                pass
+
+    def events(self) -> list[str]:
+        ev, self._events = self._events, []
+        return ev
+
+    def close(self) -> None:
+        if self._opened and self._destroy is not None:
+            try:
+                self._destroy(self.title)
+                if not self._custom:
+                    self._wait_key(1)          # let the GUI thread process the close
+            except Exception:
+                pass
+        self._opened = False
+
+    def __enter__(self) -> "PreviewSink":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LiveFileSink:
+    """Records what the virtual camera would show: frames fitted to ``size`` (scale + pad, as
+    the camera sink does), H.264 MP4 via :class:`Mp4Sink`, encoded on its own thread so the
+    frame loop never waits for x264 (a bounded queue; it blocks only when the encoder falls
+    ``depth`` frames behind). Timestamps are the live ones, so the file plays at the pace it
+    was recorded (variable frame rate if frames were dropped). ``close()`` finishes a valid
+    file (also on Ctrl-C/SIGTERM through the engine's clean shutdown); a run with no frame
+    leaves no file."""
+
+    def __init__(self, path: str | os.PathLike, size: Any = None, fps: float = 30.0,
+                 overwrite: bool = True, depth: int = 8, output_cfg: OutputConfig | None = None):
+        from vidharm.video import ensure_output_dir
+        self.path = os.fspath(path)
+        self.size = parse_size(size)
+        self.fps = float(fps or 30.0)
+        self.overwrite = overwrite
+        self.depth = depth
+        self.output_cfg = output_cfg
+        self.frames = 0
+        self._writer = None
+        self._t0: float | None = None
+        self._last_t: float | None = None
+        ensure_output_dir(Path(self.path).expanduser().resolve().parent)   # fail before work
+        if Path(self.path).exists() and not overwrite:
+            from vidharm.errors import OutputError
+            raise OutputError(f"output '{self.path}' already exists", "choose another name")
+
+    def open(self, size: tuple[int, int] | None = None, fps: float | None = None) -> "LiveFileSink":
+        if fps:
+            self.fps = float(fps)
+        if size and self.size is None:
+            self.size = (int(size[0]), int(size[1]))
+        return self
+
+    def _start(self, size: tuple[int, int]) -> None:
+        from vidharm.transcode import _ThreadedWriter
+        cfg = self.output_cfg or OutputConfig(preset="veryfast")
+        w = VideoWriter(self.path, size, fps=Fraction(self.fps).limit_denominator(1001),
+                        output_cfg=cfg, overwrite=self.overwrite)
+        self._writer = _ThreadedWriter(w, depth=self.depth)
+
+    def send(self, rgb: np.ndarray, t: float | None = None) -> None:
+        if self.size is None:
+            self.size = (rgb.shape[1], rgb.shape[0])
+        if self._writer is None:
+            self._start(self.size)
+        frame = fit_frame(rgb, self.size)
+        if frame is rgb:
+            frame = rgb.copy()                 # the caller may reuse its buffer
+        if t is None:
+            t = self.frames / self.fps
+        if self._t0 is None:
+            self._t0 = t
+        self._last_t = t - self._t0
+        self._writer.write(frame, self._last_t)
+        self.frames += 1
+
+    def close(self) -> None:
+        w, self._writer = self._writer, None
+        if w is not None:
+            w.close(end_time=(self._last_t or 0.0) + 1.0 / self.fps)
+
+    def abort(self) -> None:
+        w, self._writer = self._writer, None
+        if w is not None:
+            w.abort()
+
+    def __enter__(self) -> "LiveFileSink":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # a live recording is worth keeping even when the run ended with an error
+        self.close()
+
+
+registry.sinks.add("virtualcam", VirtualCamSink,
+                   help=f"virtual camera '{CAMERA_NAME}' via pyvirtualcam (v4l2loopback / OBS)")
+registry.sinks.add("preview", PreviewSink, help="OpenCV window with hotkeys (h n m space q)")
+registry.sinks.add("file", LiveFileSink,
+                   help="record what the camera would show to an MP4 (path=...)")

@@ -1,0 +1,195 @@
+"""``vidharm run``: the live engine, webcam to "PHNet Camera" in real time."""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from ..cli import _check_plugins, _config, pipeline_options
+
+log = logging.getLogger("vidharm.live")
+
+
+@click.command("run", epilog="""\b
+Examples:
+  vidharm run --background beach.jpg                 # webcam 0 -> "PHNet Camera"
+  vidharm run -b blur --sink preview                 # a window; keys: h n m space q
+  vidharm run -b office.jpg --source sample --sink file --output rec.mp4 --duration 10
+  vidharm run -b beach.jpg --camera /dev/video2 --size 1920x1080 --fps 30 --profile call-cpu
+  vidharm run -b beach.jpg --control live.json       # edit live.json to switch while running
+\b
+Linux: the virtual camera needs v4l2loopback, once per boot:
+  sudo modprobe v4l2loopback devices=1 video_nr=10 card_label="PHNet Camera" exclusive_caps=1
+""")
+@click.option("--background", "-b", required=True, metavar="IMAGE|VIDEO|blur|#RRGGBB",
+              help="Virtual background: still image, looping video, 'blur' or a colour.")
+@click.option("--source", metavar="camera|sample|FILE",
+              help="Frames from the webcam (default), the built-in sample clip, or a video "
+                   "file played at its real pace, looping.")
+@click.option("--camera", default="0", show_default=True, metavar="INDEX|PATH",
+              help="Webcam index or device path (with --source camera).")
+@click.option("--size", metavar="WxH", help="Frame size asked of the camera and sent to the "
+                                            "sink (profile live.size; default 1280x720).")
+@click.option("--fps", type=int, help="Frame rate asked of the camera (default 30).")
+@click.option("--sink", type=click.Choice(["virtualcam", "preview", "file", "null"]),
+              help="Where frames go (default: virtualcam; 'file' with --output).")
+@click.option("--output", "-o", metavar="OUT.mp4", help="Recording for --sink file.")
+@click.option("--duration", type=float, metavar="SECONDS", help="Stop after this long.")
+@click.option("--backgrounds", "backgrounds_dir", metavar="DIR",
+              help="Folder the 'next background' key cycles through (default: the "
+                   "background's own folder).")
+@click.option("--control", metavar="FILE.json|toml",
+              help="Watched file: background, profile, harmonizer, strength, harmonize, "
+                   "pause, quit... applied when it changes (checked once a second).")
+@click.option("--telemetry", "telemetry_png", metavar="PNG",
+              help="Write a chart of fps, latency and stage times at the end.")
+@click.option("--smoothing", type=click.Choice(["adaptive", "fixed", "off"]), default="adaptive",
+              show_default=True, help="Temporal smoothing of the colour transform.")
+@click.option("--refresh-hz", type=float, metavar="HZ",
+              help="Cap on harmonizer refreshes per second (default: 15 on CPU, none on CUDA).")
+@click.option("--grid", "grid_mode", type=click.Choice(["auto", "full", "diagonal"]),
+              default="auto", show_default=True,
+              help="Colour transform applied per frame: full affine, or per-channel "
+                   "gain/offset (about half the cost per frame); auto = diagonal when the "
+                   "model runs on the CPU.")
+@click.option("--no-harmonize", is_flag=True, help="Start with harmonization off (A/B).")
+@click.option("--no-mjpg", is_flag=True, help="Do not ask the camera for MJPG.")
+@pipeline_options
+def command(background, source, camera, size, fps, sink, output, duration, backgrounds_dir,
+            control, telemetry_png, smoothing, refresh_hz, grid_mode, no_harmonize, no_mjpg, profile,
+            **kw):
+    """Live: camera -> segment -> new background -> harmonize -> virtual camera.
+
+    Runs until Ctrl-C (or --duration, or q in the preview), then prints one line: achieved
+    fps, capture-to-sink latency p50/p95, dropped frames, harmonizer refresh rate.
+    """
+    from .. import assets
+    from ..composite import make_background
+    from ..engine import LiveEngine, SmoothingTuning, backgrounds_in
+    from ..errors import ConfigError, OutputError
+    from ..registry import registry
+    from ..telemetry import one_line
+    from vidharm_plugins.sinks import parse_size
+
+    if output and not sink:
+        sink = "file"
+    overrides = {"live.size": size, "live.fps": fps, "live.sink": sink, "live.source": source}
+    cfg = _config(profile, **kw, **overrides)
+    cli_overrides = {k: v for k, v in {
+        "harmonizer.name": kw.get("harmonizer"), "harmonizer.strength": kw.get("strength"),
+        "harmonizer.weights": kw.get("weights"), "harmonizer.device": kw.get("device"),
+        "segmentation.model": kw.get("segmentation_model"), **overrides}.items() if v is not None}
+    _check_plugins(cfg)
+    out_size = parse_size(cfg.live.size)
+    rate = float(cfg.live.fps or 30)
+    sink_name = cfg.live.sink
+    if sink_name == "file" and not output:
+        raise ConfigError("--sink file needs --output OUT.mp4", "give the recording's path")
+    if output and sink_name != "file":
+        raise ConfigError(f"--output is for --sink file, not --sink {sink_name}",
+                          "drop --output or use --sink file")
+    if telemetry_png:
+        from ..video import ensure_output_dir
+        ensure_output_dir(Path(telemetry_png).expanduser().resolve().parent)
+    tuning = SmoothingTuning(mode=smoothing)
+
+    # everything that can fail on user input fails here, before the camera is opened
+    bg = make_background(background, cfg)
+    snk = src = None
+    try:
+        snk = _make_sink(sink_name, out_size, rate, output, cfg)
+        opener = getattr(snk, "open", None)
+        if opener is not None:
+            opener(out_size, rate)
+        src, resize_to, src_desc = _make_source(cfg.live.source, camera, out_size, rate,
+                                                not no_mjpg, assets)
+        bgs = _background_list(background, backgrounds_dir)
+        max_hz = refresh_hz if refresh_hz else "auto"
+        engine = LiveEngine(cfg, src, snk, bg, fps=getattr(src, "fps", rate), resize_to=resize_to,
+                            harmonize=not no_harmonize, backgrounds=bgs, control=control,
+                            tuning=tuning, max_refresh_hz=max_hz, grid_mode=grid_mode,
+                            profile=profile,
+                            overrides=cli_overrides)
+    except BaseException:
+        for part in (src, snk, bg):
+            close = getattr(part, "close", None)
+            if close:
+                try:
+                    close()
+                except Exception:
+                    pass
+        raise
+    where = {"virtualcam": f"virtual camera {getattr(snk, 'device_name', None) or ''}".strip(),
+             "preview": "preview window", "file": f"recording {output}",
+             "null": "nowhere (null sink)"}.get(sink_name, sink_name)
+    click.echo(f"vidharm run: {src_desc} -> {where}; background {bg.describe()}; harmonizer "
+               f"{cfg.harmonizer.name}; Ctrl-C to stop", err=True)
+
+    def on_signal(signum, frame):
+        if engine.stopped:                       # second Ctrl-C: stop waiting
+            raise KeyboardInterrupt
+        engine.stop(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = engine.run(duration=duration)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    for note in summary.get("notes", []):
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"vidharm run: {one_line(summary)}")
+    if telemetry_png:
+        engine.telemetry.save_chart(telemetry_png, title=f"vidharm run ({src_desc})")
+        click.echo(f"wrote {telemetry_png}")
+    if sink_name == "file" and getattr(snk, "frames", 0):
+        click.echo(f"wrote {output} ({snk.frames} frames)")
+
+
+def _make_sink(name, size, fps, output, cfg):
+    from ..registry import registry
+    if name == "virtualcam":
+        return registry.sinks.create("virtualcam", size=size, fps=fps)
+    if name == "file":
+        return registry.sinks.create("file", path=output, size=size, fps=fps, overwrite=True,
+                                     output_cfg=cfg.output)
+    if name == "preview":
+        return registry.sinks.create("preview")
+    return registry.sinks.create(name)
+
+
+def _make_source(spec, camera, size, fps, mjpg, assets):
+    """(source, resize_to, description) for camera | sample | a file path."""
+    from ..errors import InputError
+    from ..registry import registry
+    spec = spec or "camera"
+    if spec == "camera":
+        src = registry.sources.create("camera", device=camera, size=size, fps=fps, mjpg=mjpg)
+        w, h = src.size
+        return src, None, f"{src.name} ({w}x{h} @ {src.fps:g} fps)"
+    path = str(assets.path("sample-clip")) if spec == "sample" else spec
+    if spec != "sample" and not Path(path).exists():
+        raise InputError(f"source '{spec}' is not camera, sample or an existing video file",
+                         "use --source camera, --source sample or --source PATH.mp4")
+    src = registry.sources.create("file", path=path, loop=True, realtime=True)
+    label = "sample clip" if spec == "sample" else Path(path).name
+    return src, size, f"{label} at real pace, looping, as {size[0]}x{size[1]} @ {src.fps:g} fps"
+
+
+def _background_list(background: str, folder: str | None) -> list[str]:
+    from ..engine import backgrounds_in
+    if folder:
+        items = backgrounds_in(folder)
+        if not items:
+            from ..errors import InputError
+            raise InputError(f"no images or videos in '{folder}'", "give a folder of backgrounds")
+        return items
+    p = Path(background).expanduser()
+    if p.is_file():
+        return backgrounds_in(p.parent)
+    from .. import assets
+    return [str(assets.path(n, fetch=False)) for n in assets.assets_in(["core", "backgrounds"])
+            if n.startswith(("bg-", "sample-background")) and assets.is_cached(n)]
