@@ -3,26 +3,39 @@
 On a 2-core machine a video pipeline already keeps every core busy (decoder, MediaPipe,
 encoder). Letting OpenBLAS start its own threads for small per-frame matrix products then
 oversubscribes the CPU: measured here, a 600x700 colour-grid interpolation took 101 ms with
-2 BLAS threads under load and 1.9 ms with one. Hot-path code runs inside
-:func:`blas_single_thread`.
+2 BLAS threads under load and 1.9 ms with one. Hot-path code calls
+:func:`blas_single_thread`, which pins BLAS to one thread for the process.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 
-_ctl = None
+_limiter = None
 _lock = threading.Lock()
 
 
-def blas_single_thread():
-    """Context manager limiting BLAS libraries (numpy's OpenBLAS) to one thread."""
-    global _ctl
-    if _ctl is None:
+def pin_blas_single_thread() -> None:
+    """Limit BLAS libraries (numpy's OpenBLAS) to one thread for the rest of the process.
+
+    A process-wide setting, made once: threadpoolctl limits are global to the process, so
+    entering and leaving a limit around each call from several threads races (one thread's
+    exit restored 2 BLAS threads in the middle of another's matrix product: 53 ms spikes in
+    the live engine). vidharm's frame processing always wants one BLAS thread. Idempotent.
+    """
+    global _limiter
+    if _limiter is None:
         with _lock:
-            if _ctl is None:
-                from threadpoolctl import ThreadpoolController
-                _ctl = ThreadpoolController()
-    return _ctl.limit(limits=1, user_api="blas")
+            if _limiter is None:
+                from threadpoolctl import threadpool_limits
+                _limiter = threadpool_limits(limits=1, user_api="blas")
+
+
+def blas_single_thread():
+    """Context manager form for hot-path functions: pins BLAS to one thread (process-wide,
+    once, see :func:`pin_blas_single_thread`) and does nothing on exit."""
+    pin_blas_single_thread()
+    return contextlib.nullcontext()
 
 
 _allocator_tuned = False

@@ -1036,16 +1036,10 @@ class LiveEngine:
         return self.telemetry.summary()
 
     def _pin_blas(self) -> None:
-        """BLAS (numpy's OpenBLAS) on one thread for the whole run. The hot-path functions
-        limit it with threadpoolctl contexts, but those limits are process-global: with the
-        frame loop and the harmonizer entering and leaving them concurrently, one thread's
-        exit restored 2 BLAS threads in the middle of the other's matrix products (measured:
-        colour apply spikes of 53 ms instead of 10 at 720p). Pinned, every exit restores 1."""
-        try:
-            from threadpoolctl import threadpool_limits
-            self._blas_limit = threadpool_limits(limits=1, user_api="blas")
-        except Exception:  # pragma: no cover - threadpoolctl is a dependency
-            self._blas_limit = None
+        """BLAS on one thread for the process (see :func:`vidharm._threads.pin_blas_single_thread`:
+        per-call limits from the frame loop and the harmonizer thread raced)."""
+        from ._threads import pin_blas_single_thread
+        pin_blas_single_thread()
 
     def _out_size(self) -> tuple[int, int] | None:
         from vidharm_plugins.sinks import parse_size
@@ -1417,18 +1411,12 @@ class LiveEngine:
                     rel()
                 th.join(1.0)
         for step in (self._close_source, self._close_sink, self._close_worker,
-                     self._close_models, self._unpin_blas):
+                     self._close_models):
             try:
                 step()
             except Exception as exc:
                 log.warning("shutdown: %s", _one_line(exc))
         self.telemetry.stop()
-
-    def _unpin_blas(self) -> None:
-        lim = getattr(self, "_blas_limit", None)
-        if lim is not None:
-            self._blas_limit = None
-            lim.restore_original_limits()
 
     def _close_source(self) -> None:
         close = getattr(self.source, "close", None)
