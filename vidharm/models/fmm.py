@@ -59,6 +59,8 @@ import torch
 import torch.nn.functional as Fn
 from torch import Tensor, nn
 
+from .padding import PaddedForward
+
 from .blocks import fp32_stats
 
 FMM_EPS = 1e-5
@@ -301,7 +303,7 @@ def _conv(cin: int, cout: int, stride: int = 1, norm: bool = True) -> List[nn.Mo
     return layers
 
 
-class FMMNet(nn.Module):
+class FMMNet(PaddedForward, nn.Module):
     """A small U-Net harmonizer with FMM modules in its decoder.
 
     ``forward(image (B,3,H,W) in [0,1], mask (B,1,H,W) in {0,1}) -> (B,3,H,W) in [0,1]``
@@ -400,26 +402,6 @@ class FMMNet(nn.Module):
             x = Fn.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = self.dec[j](torch.cat([x, skip.to(x.dtype)], dim=1))
         return (image + self.head(x).to(image.dtype)).clamp(0.0, 1.0)
-
-    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
-        if image.dim() != 4 or image.shape[1] != 3:
-            raise ValueError(f"image must be (B,3,H,W), got {tuple(image.shape)}")
-        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != image.shape[-2:] \
-                or mask.shape[0] != image.shape[0]:
-            raise ValueError(f"mask must be (B,1,H,W) matching the image {tuple(image.shape)}, "
-                             f"got {tuple(mask.shape)}")
-        mask = mask.to(image.dtype)
-        H, W = image.shape[-2:]
-        ph, pw = self._padded_size(H) - H, self._padded_size(W) - W
-        if ph == 0 and pw == 0:
-            return self.forward_padded(image, mask)
-        pad = (0, pw, 0, ph)
-        out = self.forward_padded(Fn.pad(image, pad, mode="replicate"),
-                                  Fn.pad(mask, pad, mode="replicate"))
-        return out[..., :H, :W]
-
-    def _padded_size(self, n: int) -> int:
-        return max(self.min_size, -(-n // self.pad_multiple) * self.pad_multiple)
 
 
 def fmm_options(spec: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:

@@ -51,8 +51,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as Fn
 from torch import Tensor, nn
+
+from .padding import PaddedForward
 
 from .blocks import FeatureExtractor, PatchNorm, SEBlock, SkipConv
 
@@ -88,7 +89,7 @@ def _decoder_layer(cin: int, cout: int, upsample: bool, norm: bool, act: bool) -
     return nn.Sequential(*layers)
 
 
-class PHNet(nn.Module):
+class PHNet(PaddedForward, nn.Module):
     """PHNet. ``forward(image (B,3,H,W) in [0,1], mask (B,1,H,W) in {0,1}) -> (B,3,H,W)``.
 
     Args:
@@ -211,27 +212,6 @@ class PHNet(nn.Module):
         if self.residual_output:
             return (image + x).clamp(0.0, 1.0)
         return torch.sigmoid(x)
-
-    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
-        if image.dim() != 4 or image.shape[1] != 3:
-            raise ValueError(f"image must be (B,3,H,W), got {tuple(image.shape)}")
-        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != image.shape[-2:] \
-                or mask.shape[0] != image.shape[0]:
-            raise ValueError(f"mask must be (B,1,H,W) matching the image {tuple(image.shape)}, "
-                             f"got {tuple(mask.shape)}")
-        mask = mask.to(image.dtype)
-        H, W = image.shape[-2:]
-        ph = self._padded_size(H) - H
-        pw = self._padded_size(W) - W
-        if ph == 0 and pw == 0:
-            return self.forward_padded(image, mask)
-        pad = (0, pw, 0, ph)
-        out = self.forward_padded(Fn.pad(image, pad, mode="replicate"),
-                                  Fn.pad(mask, pad, mode="replicate"))
-        return out[..., :H, :W]
-
-    def _padded_size(self, n: int) -> int:
-        return max(self.min_size, -(-n // self.pad_multiple) * self.pad_multiple)
 
 
 # -------------------------------------------------------------------- device helpers
