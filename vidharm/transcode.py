@@ -273,7 +273,8 @@ def transcode_file(src: str, dst: str | os.PathLike, make_processor: ProcessorFa
             writer = _ThreadedWriter(VideoWriter(
                 dst, info.size, time_base=info.time_base, fps=info.fps, output_cfg=output_cfg,
                 audio_from=aud, overwrite=overwrite, input_path=src))
-            frames_iter = _prefetch(reader)   # decode (and demux audio) on its own thread
+            decode_busy = [0.0]
+            frames_iter = _prefetch(reader, busy=decode_busy)   # decode + demux on its own thread
             try:
                 expect = (info.height, info.width, 3)
                 while True:
@@ -317,7 +318,10 @@ def transcode_file(src: str, dst: str | os.PathLike, make_processor: ProcessorFa
         input=src, output=str(dst), status="ok", frames=frames,
         duration=(reader.end_time or 0.0) - info.start_time, seconds=total,
         audio=writer.audio_mode if writer else None,
-        timings={"probe": probe_s, "decode": decode_s, "process": process_s,
+        # decode: the decoder thread's own time (overlapping processing); decode_wait: how long
+        # the frame loop waited for it
+        timings={"probe": probe_s, "decode": decode_busy[0], "decode_wait": decode_s,
+                 "process": process_s,
                  # time the encoder thread spent (overlapping decode/process), and the time
                  # the frame loop waited for it (queue full, final flush)
                  "encode": max(0.0, writer.encode_seconds - audio_s) if writer else 0.0,
@@ -327,12 +331,13 @@ def transcode_file(src: str, dst: str | os.PathLike, make_processor: ProcessorFa
         info=info)
 
 
-def _prefetch(iterable, depth: int = 3):
+def _prefetch(iterable, depth: int = 3, busy: list | None = None):
     """Iterate ``iterable`` on a background thread, ``depth`` items ahead (bounded memory).
 
     FFmpeg decodes with the GIL released, so decoding the next frame overlaps segmentation
     and compositing of this one. Exceptions from the producer are re-raised here; closing the
-    generator (an error or Ctrl-C in the consumer) stops the producer.
+    generator (an error or Ctrl-C in the consumer) stops the producer. ``busy`` (a one-item
+    list) accumulates the seconds the producer spent producing (decode time).
     """
     import queue
     import threading
@@ -343,7 +348,10 @@ def _prefetch(iterable, depth: int = 3):
     def produce():
         it = iter(iterable)
         try:
+            t0 = time.perf_counter()
             for item in it:
+                if busy is not None:
+                    busy[0] += time.perf_counter() - t0
                 while not stop.is_set():
                     try:
                         q.put(item, timeout=0.1)
@@ -352,6 +360,7 @@ def _prefetch(iterable, depth: int = 3):
                         continue
                 if stop.is_set():
                     return
+                t0 = time.perf_counter()
             q.put(done)
         except BaseException as exc:            # handed to the consumer
             q.put(exc)
