@@ -98,3 +98,34 @@ class NoneHarmonizer(BaseHarmonizer):
 
     def harmonize(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return composite
+
+
+class GridHarmonizer(BaseHarmonizer):
+    """A harmonizer that fits a :class:`vidharm.color.ColorGrid` per frame (``fit``), smoothed
+    over time on a stream by :class:`GridStream`. Subclasses implement ``fit_frame``."""
+
+    def __init__(self, smoothing: float = 0.0, cut_threshold: float = 0.08):
+        self.stream = GridStream(smoothing, cut_threshold)
+
+    @property
+    def smoothing(self) -> float:
+        """0 = per frame (stills); the pipeline sets it for video."""
+        return self.stream.smoothing
+
+    @smoothing.setter
+    def smoothing(self, value: float) -> None:
+        self.stream.smoothing = float(value)
+
+    def fit_frame(self, composite: np.ndarray, mask: np.ndarray):
+        raise NotImplementedError
+
+    def fit(self, composite: np.ndarray, mask: np.ndarray):
+        return self.stream.update(self.fit_frame(composite, mask))
+
+    def harmonize(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        from ..color import apply_grid
+        return apply_grid(composite, mask, self.fit(composite, mask))
+
+    def reset(self) -> None:
+        self.stream.reset()
+

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..color import ColorGrid, apply_grid
+from ..color import ColorGrid
 from ..registry import registry
-from .base import BaseHarmonizer, GridStream
+from .base import GridHarmonizer
 
 
-class LearnedHarmonizer(BaseHarmonizer):
+class LearnedHarmonizer(GridHarmonizer):
     """A harmonization network (default: the shipped phnet-lite), fitted as a colour grid."""
 
     default_weights = "default"
@@ -29,13 +29,9 @@ class LearnedHarmonizer(BaseHarmonizer):
                                               work_size=self.cfg.work_size,
                                               grid=(self.cfg.grid, self.cfg.grid))
         self.name = self.net.name
-        self.stream = GridStream(0.0, cut_threshold)
+        super().__init__(0.0, cut_threshold)
 
-    @property
-    def smoothing(self) -> float:
-        return self.stream.smoothing
-
-    @smoothing.setter
+    @GridHarmonizer.smoothing.setter
     def smoothing(self, value: float) -> None:
         """0 = per frame (stills). >0: EMA of the network's statistics and of the grid."""
         self.stream.smoothing = float(value)
@@ -43,17 +39,17 @@ class LearnedHarmonizer(BaseHarmonizer):
         if set_streaming:
             set_streaming(self.stream.smoothing)
 
+    def fit_frame(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
+        return self.net.fit(composite, mask).scaled(self.cfg.strength)
+
     def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
-        grid = self.stream.update(self.net.fit(composite, mask).scaled(self.cfg.strength))
+        grid = super().fit(composite, mask)
         if self.stream.cut:                         # forget the carried network statistics too
             self._reset_network()
         return grid
 
-    def harmonize(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return apply_grid(composite, mask, self.fit(composite, mask))
-
     def reset(self) -> None:
-        self.stream.reset()
+        super().reset()
         self._reset_network()
 
     def _reset_network(self) -> None:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._threads import blas_single_thread
-from ..color import ColorGrid, apply_grid, cell_weights, subsample
+from ..color import ColorGrid, cell_weights, subsample
 from ..registry import registry
-from .base import BaseHarmonizer, GridStream
+from .base import GridHarmonizer
 
 EPS = 1e-4
 
@@ -70,37 +70,22 @@ def stats_grid(composite: np.ndarray, mask: np.ndarray, grid: int = 4, local_wei
     return ColorGrid(coeffs.reshape(grid, grid, 3, 4))
 
 
-class StatsHarmonizer(BaseHarmonizer):
+class StatsHarmonizer(GridHarmonizer):
     """Patch statistics transfer (PN statistics on colour): fast, deterministic, no weights."""
 
     name = "stats"
 
     def __init__(self, cfg=None, smoothing: float = 0.0, cut_threshold: float = 0.08):
         from ..config import HarmonizerConfig
+        super().__init__(smoothing, cut_threshold)
         self.cfg = cfg or HarmonizerConfig()
-        self.stream = GridStream(smoothing, cut_threshold)   # the pipeline sets smoothing for video
 
-    @property
-    def smoothing(self) -> float:
-        return self.stream.smoothing
-
-    @smoothing.setter
-    def smoothing(self, value: float) -> None:
-        self.stream.smoothing = float(value)
-
-    def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
-        """The (temporally smoothed) grid for this frame, fitted at the working resolution."""
+    def fit_frame(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
+        """This frame's grid, fitted on a strided subsample (statistics need no full res)."""
         small = np.ascontiguousarray(subsample(composite, self.cfg.work_size // 2))
         m = np.ascontiguousarray(subsample(mask, self.cfg.work_size // 2))
         with blas_single_thread():
-            new = stats_grid(small, m, self.cfg.grid, self.cfg.local_weight).scaled(self.cfg.strength)
-        return self.stream.update(new)
-
-    def harmonize(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return apply_grid(composite, mask, self.fit(composite, mask))
-
-    def reset(self) -> None:
-        self.stream.reset()
+            return stats_grid(small, m, self.cfg.grid, self.cfg.local_weight).scaled(self.cfg.strength)
 
 
 registry.harmonizers.add("stats", StatsHarmonizer, StatsHarmonizer.__doc__.splitlines()[0])
