@@ -22,8 +22,7 @@ from .errors import InputError
 from .harmonize.base import as_float_mask
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = {"default": "phnet-lite.safetensors", "phnet-lite": "phnet-lite.safetensors",
-                   "fmm": "fmm.safetensors"}
+DEFAULT_WEIGHTS = {"default": "phnet-lite.safetensors", "phnet-lite": "phnet-lite.safetensors"}
 
 
 def resolve_device(device: str = "auto") -> str:

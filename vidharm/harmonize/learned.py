@@ -25,6 +25,12 @@ class LearnedHarmonizer(GridHarmonizer):
         from ..config import HarmonizerConfig
         self.cfg = cfg or HarmonizerConfig()
         spec = self.cfg.weights or self.default_weights
+        if not spec:
+            from ..errors import InputError
+            raise InputError(f"the '{self.requires_weights_for}' harmonizer needs --weights PATH "
+                             "(vidharm ships no weights for it yet)",
+                             f"train them with 'vidharm train --model {self.requires_weights_for}' "
+                             "and pass the .safetensors file")
         self.net = Harmonizer.from_pretrained(spec, device=self.cfg.device,
                                               work_size=self.cfg.work_size,
                                               grid=(self.cfg.grid, self.cfg.grid))
@@ -65,9 +71,10 @@ class PhnetLite(LearnedHarmonizer):
 
 
 class Fmm(LearnedHarmonizer):
-    """FMM encoder-decoder (attention-based feature map modulation), shipped weights."""
+    """FMM encoder-decoder (attention-based feature map modulation); needs --weights PATH."""
 
-    default_weights = "fmm"
+    default_weights = None
+    requires_weights_for = "fmm"
 
 
 registry.harmonizers.add("phnet", LearnedHarmonizer,
