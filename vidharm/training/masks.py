@@ -11,15 +11,15 @@ skipped: they have no usable person (e.g. the KPhotoAlbum demo pictures of lands
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+
+from .._fs import atomic_path, atomic_write_text, sha256_file  # noqa: F401  (re-exported)
 
 MIN_FRACTION = 0.01
 INDEX_NAME = "index.json"
@@ -27,13 +27,6 @@ INDEX_NAME = "index.json"
 
 # ------------------------------------------------------------------------------------------ io
 
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_rgb(path: str | os.PathLike, short_side: int | None = None) -> np.ndarray:
@@ -71,23 +64,12 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 def write_png_atomic(path: Path, array: np.ndarray) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 # --------------------------------------------------------------------------------- segmenter

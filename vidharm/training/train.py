@@ -33,7 +33,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -45,6 +44,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._fs import atomic_path, atomic_write_text
 from ..errors import ConfigError, InputError
 from .data import VAL_BACKGROUND_SOURCES, VAL_PHOTO_SOURCES
 from .losses import phnet_loss, temporal_consistency
@@ -266,17 +266,8 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _resume_path(cfg: TrainConfig) -> Path | None:
@@ -302,10 +293,9 @@ def _save_final(model: nn.Module, path: Path, meta: dict) -> Path:
     except (ImportError, ConfigError):  # a model without a vidharm config (tests, custom nets)
         from safetensors.torch import save_file
         sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-        tmp = path.with_name(path.name + ".part")
-        save_file(sd, str(tmp), metadata={k: v if isinstance(v, str) else json.dumps(v)
-                                          for k, v in meta.items()})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(sd, str(tmp), metadata={k: v if isinstance(v, str) else json.dumps(v)
+                                              for k, v in meta.items()})
         return path
 
 
@@ -652,9 +642,7 @@ def _train(cfg: TrainConfig, dd: _Dist, model, train_ds, val_ds, temporal_ds, lo
         wpath = _save_final(model, out_dir / cfg.weights_name, meta)
         result["weights"] = str(wpath)
         result["checkpoint"] = str(out_dir / CHECKPOINT_NAME)
-        tmp = out_dir / "train_result.json.part"
-        tmp.write_text(json.dumps(result, indent=1, default=str))
-        os.replace(tmp, out_dir / "train_result.json")
+        atomic_write_text(out_dir / "train_result.json", json.dumps(result, indent=1, default=str))
         csv_log.close()
         if tb:
             tb.close()
