@@ -42,3 +42,19 @@ def sample_frame(asset):
         for i, f in enumerate(c.decode(video=0)):
             if i == 30:
                 return f.to_ndarray(format="rgb24")
+
+
+def write_audio_only(path, packets: int = 20) -> Path:
+    """A real MP4 with one AAC stream (silence) and no video stream."""
+    import av
+    with av.open(str(path), "w", format="mp4") as c:
+        s = c.add_stream("aac", rate=48000, layout="stereo")
+        for i in range(packets):
+            af = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp",
+                                            layout="stereo")
+            af.sample_rate, af.pts = 48000, i * 1024
+            for pk in s.encode(af):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    return Path(path)

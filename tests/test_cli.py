@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, write_audio_only
 
 
 def _read_back(path):
@@ -94,18 +94,7 @@ def test_bad_input_one_line_no_output(case, asset, tmp_path):
         (tmp_path / "t.mp4").write_bytes(data[: len(data) // 3])
         args = [tmp_path / "t.mp4", "-o", out, "-b", bg]
     elif case == "no-video":
-        import av
-        p = tmp_path / "audio.m4a"
-        with av.open(str(p), "w") as c:
-            s = c.add_stream("aac", rate=44100)
-            for i in range(20):
-                fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-                fr.sample_rate = 44100
-                fr.pts = i * 1024
-                for pkt in s.encode(fr):
-                    c.mux(pkt)
-            for pkt in s.encode(None):
-                c.mux(pkt)
+        p = write_audio_only(tmp_path / "audio.m4a")
         args = [p, "-o", out, "-b", bg]
     elif case == "text":
         (tmp_path / "notes.mp4").write_text("hello, not a video\n")

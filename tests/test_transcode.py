@@ -16,6 +16,8 @@ import av
 import numpy as np
 import pytest
 
+from conftest import write_audio_only
+
 from vidharm import assets
 from vidharm.errors import AssetError, InputError, OutputError
 from vidharm.transcode import (BatchResult, expand_inputs, output_name, transcode_file,
@@ -210,16 +212,7 @@ def bad_files(tmp_path):
     (d / "truncated.mp4").write_bytes(data[: int(len(data) * 0.3)])
     (d / "empty.mp4").write_bytes(b"")
     (d / "readme.mp4").write_text("not a video\n" * 10)
-    with av.open(str(d / "audio.m4a"), "w", format="mp4") as c:
-        s = c.add_stream("aac", rate=48000, layout="stereo")
-        for i in range(10):
-            af = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp",
-                                            layout="stereo")
-            af.sample_rate, af.pts = 48000, i * 1024
-            for pk in s.encode(af):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
+    write_audio_only(d / "audio.m4a", packets=10)
     return d
 
 

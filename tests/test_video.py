@@ -13,6 +13,8 @@ import av
 import numpy as np
 import pytest
 
+from conftest import write_audio_only
+
 from vidharm import assets
 from vidharm.errors import AssetError, InputError, OutputError
 from vidharm.video import (VideoReader, VideoWriter, orientation_from_matrix, probe,
@@ -98,17 +100,6 @@ def test_reader_yields_upright_rgb_with_times():
 
 
 # ----------------------------------------------------------------------- bad inputs
-def _audio_only(path):
-    with av.open(str(path), "w", format="mp4") as c:
-        s = c.add_stream("aac", rate=48000, layout="stereo")
-        for i in range(20):
-            af = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp",
-                                            layout="stereo")
-            af.sample_rate, af.pts = 48000, i * 1024
-            for pk in s.encode(af):
-                c.mux(pk)
-        for pk in s.encode():
-            c.mux(pk)
 
 
 @pytest.fixture
@@ -118,7 +109,7 @@ def bad_inputs(tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "notes.mp4").write_text("this is not a video\n" * 20)
     (tmp_path / "garbage.mp4").write_bytes(bytes(range(256)) * 40)
-    _audio_only(tmp_path / "audio_only.m4a")
+    write_audio_only(tmp_path / "audio_only.m4a")
     (tmp_path / "folder.mp4").mkdir()
     # an MP4 whose index is at the front (faststart), cut short: it opens, but is incomplete
     with VideoWriter(tmp_path / "full.mp4", (64, 32), fps=30) as w:

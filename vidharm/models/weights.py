@@ -65,6 +65,16 @@ def _shape(t: Union[Tensor, Tuple[int, ...], torch.Size]) -> str:
     return "(" + ",".join(str(d) for d in dims) + ")"
 
 
+def _read_head(p: Path, n: int) -> bytes:
+    """The first ``n`` bytes of a weights file (to tell the format), or one clear error."""
+    try:
+        with open(p, "rb") as fh:
+            return fh.read(n)
+    except OSError as exc:
+        raise InputError(f"cannot open weights file '{p}' ({exc.strerror or exc})",
+                         "check the file's permissions") from None
+
+
 def _check_path(path: PathLike, what: str) -> Path:
     p = Path(path)
     if not p.exists():
@@ -96,12 +106,7 @@ def read_state_dict(path: PathLike) -> StateDict:
     is refused, never attempted), a non-dict, a wrapper dict, non-tensor values, NaN/Inf.
     """
     p = _check_path(path, "weights file")
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(8)
-    except OSError as exc:
-        raise InputError(f"cannot open weights file '{p}' ({exc.strerror or exc})",
-                         "check the file's permissions") from None
+    head = _read_head(p, 8)
     if not (head[:2] == b"PK" or head[:1] == b"\x80"):   # zip (torch.save) or binary pickle
         raise InputError(
             f"'{p.name}' is not a PyTorch checkpoint (neither a torch.save zip nor a "
@@ -392,12 +397,7 @@ def load_any(path: PathLike, model_or_name: Union[nn.Module, str, None] = None,
     elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
         is_safetensors = False
     else:  # sniff: zip (torch.save) or pickle (legacy torch.save) -> .pth
-        try:
-            with open(p, "rb") as fh:
-                head = fh.read(2)
-        except OSError as exc:
-            raise InputError(f"cannot open weights file '{p}' ({exc.strerror or exc})",
-                             "check the file's permissions") from None
+        head = _read_head(p, 2)
         is_safetensors = not (head == b"PK" or head[:1] == b"\x80")
     if is_safetensors:
         model = load_weights(p)
