@@ -147,7 +147,7 @@ def main(argv=None) -> int:
                   f"{'diagonal' if w and w.diagonal else 'full'})")
         st = " ".join(f"{k} {v:.1f}" for k, v in s["stages_ms"].items())
         print(f"{size[0]}x{size[1]:<4d} {s['fps']:6.1f} {s['dropped']:4d} {s['dropped_pct']:3.1f}% "
-              f"{s['refresh_hz']:6.1f}Hz {s['fit_ms_p50']:5.1f} {s['latency_p50_ms']:8.1f} "
+              f"{s['refresh_hz']:6.2f}Hz {s['fit_ms_p50']:5.1f} {s['latency_p50_ms']:8.1f} "
               f"{s['latency_p95_ms']:6.1f} {s['latency_max_ms']:6.0f} {s['max_stall_ms']:6.0f}  {st}")
         for note in s["notes"]:
             print(f"  note: {note}")

@@ -1,8 +1,11 @@
-"""Write docs/model-card.md for shipped weights from `vidharm eval` runs on the held-out
-validation split (both the published protocol and vidharm's colour-grid mode).
+"""Write the validation scores of shipped weights (docs/<card>-scores.md beside the card
+given by --out, and <card>.json) from `vidharm eval` runs on the held-out validation split,
+in both the published protocol and vidharm's colour-grid mode.
 
     .venv/bin/python scripts/model_card.py --weights vidharm/weights/phnet-lite.safetensors \
         --train-dirs runs/lite-a runs/lite-b runs/lite-c --samples 64
+    .venv/bin/python scripts/model_card.py --weights vidharm/weights/fmm.safetensors \
+        --train-dirs runs/fmm-a runs/fmm-b --out docs/model-card-fmm.md
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ def main():
     args = ap.parse_args()
     # held-out photos include press photos that must not be redistributed: the sheet stays
     # out of the repository (runs/ is git-ignored)
-    sheet = str(ROOT / "runs/phnet-lite-contact-sheet.png")
+    sheet = str(ROOT / f"runs/{Path(args.weights).stem}-contact-sheet.png")
     reps = {m: run_eval(args.weights, m, args.samples, sheet if m == "grid" else None)
             for m in ("grid", "network")}
     Path(args.out).with_suffix(".json").write_text(json.dumps(reps, indent=1))
@@ -72,7 +75,8 @@ def main():
             text.append(f"| {name} | {r.get('steps', '')} | {float(r.get('seconds', 0)):.0f} | "
                         f"{v.get('val_psnr', float('nan')):.2f} | {v.get('val_fmse', float('nan')):.1f} |")
         text.append("")
-    Path(args.out).with_name("model-card-scores.md").write_text("\n".join(text))
+    out = Path(args.out)
+    out.with_name(f"{out.stem}-scores.md").write_text("\n".join(text))
     print("\n".join(text))
 
 

@@ -325,6 +325,21 @@ def test_cuda_error_moves_harmonizer_to_cpu():
     assert snap.grid is not None and worker.latest is snap
 
 
+def test_harmonizer_pause_keeps_budget_and_refresh_floor():
+    """On the CPU the harmonizer thread rests so it uses at most its budget of a core, but
+    never so long that the refresh rate falls under CPU_MIN_HZ; the refresh cap still holds."""
+    from vidharm.engine import CPU_MIN_HZ, HarmonizerWorker
+    worker = HarmonizerWorker(_cfg(), threaded=False, max_hz=15.0, cpu_budget=0.4)
+    assert worker.device == "cpu" and CPU_MIN_HZ == 5.0
+    pause = lambda fit: worker._pause_after(100.0, 100.0 + fit)      # noqa: E731
+    assert pause(0.005) == pytest.approx(1 / 15 - 0.005)    # fast fit: the 15 Hz cap
+    assert pause(0.050) == pytest.approx(0.125 - 0.050)     # 50 ms at 0.4 of a core: 8 Hz
+    assert pause(0.100) == pytest.approx(0.200 - 0.100)     # budget says 4 Hz: floor 5 Hz
+    assert pause(0.300) == 0.0                               # slower than the floor: no rest
+    worker.max_hz = None
+    assert pause(0.010) == pytest.approx(0.025 - 0.010)     # no cap: the budget alone
+
+
 # ----------------------------------------------------------------------------- camera
 class FakeCapture:
     """A camera made of the sample clip's frames: plays ``good`` frames, then fails reads."""

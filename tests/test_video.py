@@ -302,6 +302,30 @@ def test_file_source_loops_with_increasing_times():
     assert times[n] == pytest.approx(4.004, abs=1e-3)   # second pass starts at the clip's end
 
 
+def test_looping_file_source_primes_the_next_pass_and_closes_it():
+    """While one pass plays, the next is opened and its first frame decoded on a helper thread
+    (a camera has no pause at a loop point); it starts with the clip's first frame, and closing
+    the source mid-pass closes the primed pass too (no thread or file left behind)."""
+    import threading
+    from vidharm_plugins.sources import FileSource
+    src = FileSource(clip("clip-carphone"), loop=True)
+    first = None
+    for i, (rgb, t) in enumerate(src):
+        if i == 0:
+            first = rgb.copy()
+            primed = src._primed
+            assert primed is not None                  # opened while pass 1 plays
+        if i == 125:                                   # pass 2, 5 frames in
+            assert src._primed is not None and src._primed is not primed
+            break
+        if i == 120:
+            assert np.array_equal(rgb, first)          # pass 2 starts at frame 0 again
+    nxt = src._primed
+    src.close()
+    assert src._primed is None and nxt.reader.container is None
+    assert not [th for th in threading.enumerate() if th.name == "vidharm-source-prime"]
+
+
 def test_file_source_realtime_paces_with_clock():
     from vidharm_plugins.sources import FileSource
     now = [100.0]

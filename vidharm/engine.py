@@ -362,6 +362,9 @@ CPU_REFRESH_HZ = 15.0
 #: on the CPU the harmonizer thread uses at most this fraction of one core (see
 #: :meth:`HarmonizerWorker._pause_after`)
 CPU_BUDGET = 0.4
+#: ... except that the refresh rate is kept at this floor when the budget alone would go
+#: below it (a fit slowed by a busy machine: 80 ms fits at 0.4 are exactly 5 Hz)
+CPU_MIN_HZ = 5.0
 
 
 class HarmonizerWorker:
@@ -588,10 +591,14 @@ class HarmonizerWorker:
     def _pause_after(self, started: float, now: float) -> float:
         """Seconds to wait before the next fit: the refresh cap, and on the CPU the budget
         (a fit of f seconds is followed by a pause so the thread uses at most ``cpu_budget``
-        of a core: a 50 ms model refreshes at about 8 Hz with 0.4, a 5 ms one at the cap)."""
+        of a core: a 50 ms model refreshes at about 8 Hz with 0.4, a 5 ms one at the cap),
+        but never a longer pause than keeps :data:`CPU_MIN_HZ` (a 100 ms fit then takes half
+        a core, a fit slower than 200 ms runs back to back)."""
         period = 1.0 / self.max_hz if self.max_hz else 0.0
         if self.cpu_budget and self.device != "cuda":
-            period = max(period, (now - started) / self.cpu_budget)
+            budget_period = (now - started) / self.cpu_budget
+            floor_period = 1.0 / CPU_MIN_HZ if CPU_MIN_HZ else budget_period
+            period = max(period, min(budget_period, floor_period))
         return max(0.0, started + period - now)
 
     def _on_error(self, exc: BaseException) -> None:
