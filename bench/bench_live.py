@@ -132,6 +132,13 @@ def main(argv=None) -> int:
               f"growth {100 * (last - first) / first:+.2f} % (target <= 5 %); max stall "
               f"{s['max_stall_ms']:.0f} ms (target <= 200 ms); dropped {s['dropped']} "
               f"({s['dropped_pct']:.2f} %); latency max {s['latency_max_ms']:.0f} ms")
+        marks = [m for m in (1, 2, 5, 10, 15, 20, 25, 30, 45, 60) if m <= args.minutes]
+        path = []
+        for m in marks:
+            near = [mb for t, mb in samples if t <= m * 60.0]
+            if near:
+                path.append(f"{m} min {near[-1]:.0f}")
+        print(f"  RSS (MB) over the run: {', '.join(path)}")
         return 0
     print(f"{'size':>9s} {'fps':>6s} {'dropped':>9s} {'refresh':>8s} {'fit':>6s} "
           f"{'lat p50':>8s} {'p95':>6s} {'max':>6s} {'stall':>6s}  ms/frame per stage")

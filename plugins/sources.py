@@ -119,6 +119,18 @@ class FileSource:
         return primed
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
+        try:
+            yield from self._passes()
+        finally:
+            if self._closed:          # close() raced with the start of a primed pass
+                self._drop_primed()
+
+    def _drop_primed(self) -> None:
+        primed, self._primed = self._primed, None
+        if primed is not None:
+            primed.close()
+
+    def _passes(self) -> Iterator[tuple[np.ndarray, float]]:
         offset = 0.0
         start_wall = None
         while not self._closed:
@@ -151,10 +163,7 @@ class FileSource:
 
     def close(self) -> None:
         self._closed = True
-        primed, self._primed = self._primed, None
-        if primed is not None:
-            primed.join()
-            primed.close()
+        self._drop_primed()
         if self._reader is not None:
             self._reader.close()
 

@@ -3,7 +3,7 @@
 without self-attention, + full module) on vidharm's data and evaluation, plus phnet-lite with
 and without FMM. Writes a markdown table into docs/fmm.md and the raw numbers as JSON.
 
-    .venv/bin/python scripts/fmm_ablation.py                  # the full run (hours of CPU)
+    .venv/bin/python scripts/fmm_ablation.py                  # the table in docs/fmm.md (~1 CPU hour)
     .venv/bin/python scripts/fmm_ablation.py --smoke          # < 1 minute, checks the plumbing
     .venv/bin/python scripts/fmm_ablation.py --bench-module   # module time/memory vs map size
 
@@ -346,7 +346,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=os.path.expanduser("~/.cache/vidharm/train-data"))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--size", type=int, default=128, help="training and evaluation size")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-4)

@@ -110,3 +110,47 @@ def test_shipped_default_weights_fix_a_brightness_mismatch(asset):
             after = np.abs(out[mb].astype(float) - f[mb]).mean()
             assert after < 0.5 * before, (before, after)
             assert np.array_equal(out[~mb], f[~mb])
+
+
+def test_shipped_fmm_weights_through_api_transcode_and_run(asset, tmp_path, lite_weights):
+    """The shipped FMM weights (docs/model-card-fmm.md) load by name with no network, undo a
+    darkened or brightened person on real frames and leave the background alone; the `fmm`
+    harmonizer runs in `transcode` and `run` without --weights."""
+    import av
+    from vidharm.api import WEIGHTS_DIR
+    from vidharm.video import VideoReader
+    from vidharm_plugins.segmenters import MediaPipeSegmenter
+    assert (WEIGHTS_DIR / "fmm.safetensors").stat().st_size < 4 << 20     # small
+    torch.set_num_threads(1)
+    h = Harmonizer.from_pretrained("fmm", device="cpu")
+    assert h.name == "fmm" and h.model.config["arch"] == "fmm"
+    frames = [f.rgb for i, f in enumerate(VideoReader(asset("clip-portrait"))) if i % 120 == 0][:3]
+    with MediaPipeSegmenter(model="general") as seg:
+        for f in frames:
+            mb = seg.segment(f, None) > 0.5
+            for gain, ratio in ((0.6, 0.6), (1.3, 0.8)):
+                fg = np.clip(f * gain, 0, 255).astype(np.uint8)
+                comp = np.where(mb[..., None], fg, f)
+                out = h(comp, (mb * 255).astype(np.uint8))
+                before = np.abs(comp[mb].astype(float) - f[mb]).mean()
+                after = np.abs(out[mb].astype(float) - f[mb]).mean()
+                assert after < ratio * before, (gain, before, after)
+                assert np.array_equal(out[~mb], f[~mb])
+    out = tmp_path / "fmm.mp4"
+    r = run_cli("transcode", asset("clip-carphone"), "-o", out, "-b", "#204080",
+                "--harmonizer", "fmm", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 120
+    r = run_cli("transcode", asset("clip-carphone"), "-o", tmp_path / "wrong.mp4", "-b", "blur",
+                "--harmonizer", "fmm", "--weights", lite_weights, "--no-progress")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "without FMM modules" in r.stderr
+    assert not (tmp_path / "wrong.mp4").exists()
+    rec = tmp_path / "live.mp4"
+    r = run_cli("run", "-b", "#204080", "--source", "sample", "--sink", "file", "-o", rec,
+                "--duration", "2", "--size", "640x360", "--harmonizer", "fmm")
+    assert r.returncode == 0, r.stderr
+    line = [x for x in r.stdout.splitlines() if x.startswith("vidharm run:")][0]
+    assert "harmonizer" in line and "Hz" in line
+    with av.open(str(rec)) as c:
+        assert sum(1 for _ in c.decode(video=0)) > 20

@@ -48,8 +48,15 @@ def tune_allocator() -> None:
     with its own mmap and returns it with munmap, so each frame page-faults its buffers in
     again. Raising the mmap and trim thresholds lets freed buffers be reused: measured here,
     the full-resolution colour-grid pass at 720p went from 11.7 to 6.3 ms. The heap then stays
-    at its peak size, which for a video process is the steady state anyway. Idempotent;
-    a no-op where glibc's mallopt is not available.
+    at its peak size, which for a video process is the steady state anyway.
+
+    It also caps glibc's malloc arenas at 2 (default: 8 per core). Frames are allocated on one
+    thread (decoder, capture) and freed on another (frame loop), and the decoder's own threads
+    come and go; with many arenas each keeps its own free, fragmented memory and the resident
+    size creeps up: measured on the live engine at 720p over 7 minutes, RSS rose 602 -> 710 MB
+    with the default arenas (no tuning at all) and 610 -> 625 MB with two, most of it in the
+    first minute; over a 30-minute soak with the raised thresholds and default arenas it grew
+    9.4 %. Idempotent; a no-op where glibc's mallopt is not available.
     """
     global _allocator_tuned
     if _allocator_tuned:
@@ -58,8 +65,9 @@ def tune_allocator() -> None:
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
+        m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
         libc.mallopt(m_mmap_threshold, 256 << 20)
         libc.mallopt(m_trim_threshold, 512 << 20)
+        libc.mallopt(m_arena_max, 2)
     except (OSError, AttributeError):
         pass

@@ -22,7 +22,8 @@ from .errors import InputError
 from .harmonize.base import as_float_mask
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = {"default": "phnet-lite.safetensors", "phnet-lite": "phnet-lite.safetensors"}
+DEFAULT_WEIGHTS = {"default": "phnet-lite.safetensors", "phnet-lite": "phnet-lite.safetensors",
+                   "fmm": "fmm.safetensors"}
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -63,7 +64,8 @@ class Harmonizer:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained(cls, name: str = "default", device: str = "auto", **kw) -> "Harmonizer":
-        """``name``: "default" (shipped phnet-lite), a shipped model name, or a weights path
+        """``name``: "default" (shipped phnet-lite), a shipped model name ("phnet-lite", "fmm"),
+        or a weights path
         (vidharm ``.safetensors`` or a published PHNet ``.pth``)."""
         from .models.weights import load_published, load_weights
         if name in DEFAULT_WEIGHTS:

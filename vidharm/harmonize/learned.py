@@ -1,6 +1,6 @@
 """Learned harmonizers (PHNet family, FMM) behind the harmonizer interface.
 
-``phnet`` / ``phnet-lite`` use the weights shipped in the package (``--weights PATH`` takes a
+``phnet`` / ``phnet-lite`` / ``fmm`` use the weights shipped in the package (``--weights PATH`` takes a
 vidharm ``.safetensors`` or a published PHNet ``.pth`` instead). The network runs at
 ``work_size`` and its effect is fitted as a :class:`vidharm.color.ColorGrid`, applied at full
 resolution by the pipeline. On a stream (``smoothing > 0``) the network's PN/PFE statistics
@@ -25,12 +25,6 @@ class LearnedHarmonizer(GridHarmonizer):
         from ..config import HarmonizerConfig
         self.cfg = cfg or HarmonizerConfig()
         spec = self.cfg.weights or self.default_weights
-        if not spec:
-            from ..errors import InputError
-            raise InputError(f"the '{self.requires_weights_for}' harmonizer needs --weights PATH "
-                             "(vidharm ships no weights for it yet)",
-                             f"train them with 'vidharm train --model {self.requires_weights_for}' "
-                             "and pass the .safetensors file")
         self.net = Harmonizer.from_pretrained(spec, device=self.cfg.device,
                                               work_size=self.cfg.work_size,
                                               grid=(self.cfg.grid, self.cfg.grid))
@@ -71,13 +65,23 @@ class PhnetLite(LearnedHarmonizer):
 
 
 class Fmm(LearnedHarmonizer):
-    """FMM encoder-decoder (attention-based feature map modulation); needs --weights PATH."""
+    """The FMM encoder-decoder (attention-based feature map modulation, 0.52M parameters) with
+    its shipped weights (docs/model-card-fmm.md), or ``--weights PATH``."""
 
-    default_weights = None
-    requires_weights_for = "fmm"
+    default_weights = "fmm"
+
+    def __init__(self, cfg=None, cut_threshold: float = 0.08):
+        super().__init__(cfg, cut_threshold)
+        config = getattr(self.net.model, "config", {}) or {}
+        if config.get("arch") != "fmm" and not config.get("fmm"):
+            from ..errors import InputError
+            raise InputError(f"the weights '{self.cfg.weights}' hold a '{config.get('name', '?')}' "
+                             "model without FMM modules",
+                             "use --harmonizer phnet for PHNet weights, or give FMM weights")
 
 
 registry.harmonizers.add("phnet", LearnedHarmonizer,
                          "PHNet: shipped default weights, or --weights PATH (.safetensors / published .pth)")
 registry.harmonizers.add("phnet-lite", PhnetLite)
-registry.harmonizers.add("fmm", Fmm)
+registry.harmonizers.add("fmm", Fmm, "FMM (attention-based feature map modulation): shipped "
+                         "weights, or --weights PATH")
