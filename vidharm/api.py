@@ -65,8 +65,7 @@ class Harmonizer:
     @classmethod
     def from_pretrained(cls, name: str = "default", device: str = "auto", **kw) -> "Harmonizer":
         """``name``: "default" (shipped phnet-lite), a shipped model name ("phnet-lite", "fmm"),
-        or a weights path
-        (vidharm ``.safetensors`` or a published PHNet ``.pth``)."""
+        or a weights path (vidharm ``.safetensors`` or a published PHNet ``.pth``)."""
         from .models.weights import load_published, load_weights
         if name in DEFAULT_WEIGHTS:
             path = WEIGHTS_DIR / DEFAULT_WEIGHTS[name]
