@@ -1,6 +1,6 @@
 """Configuration: typed sections, TOML profiles, command-line overrides.
 
-A profile (``profiles/*.toml``) is just a set of defaults. Resolution order, later wins:
+A profile (``vidharm/profiles/*.toml``) is just a set of defaults. Resolution order, later wins:
 built-in defaults -> profile -> command-line flags. Unknown keys are an error naming the key.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"  # shipped inside the package
 
 
 @dataclass
