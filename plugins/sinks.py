@@ -474,6 +474,11 @@ class LiveFileSink:
         self._writer = None
         self._t0: float | None = None
         self._last_t: float | None = None
+        from vidharm.video import MP4_SUFFIXES
+        if Path(self.path).suffix.lower() not in MP4_SUFFIXES:
+            from vidharm.errors import OutputError
+            raise OutputError(f"recording '{self.path}' must end in .mp4",
+                              "the recording is always an H.264 MP4 file; name it accordingly")
         ensure_output_dir(Path(self.path).expanduser().resolve().parent)   # fail before work
         if Path(self.path).exists() and not overwrite:
             from vidharm.errors import OutputError

@@ -19,6 +19,16 @@ from .errors import VidharmError
 EXIT_USER = 2
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143     # 128 + SIGTERM, as shells report it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so every ``except BaseException`` cleanup (partial
+    outputs, lock files, threads) runs exactly as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 def _echo_err(msg: str) -> None:
@@ -36,9 +46,18 @@ class VidharmGroup(click.Group):
                 raise
             _echo_err(f"error: {exc.one_line()}")
             ctx.exit(exc.exit_code)
+        except Terminated:
+            _echo_err("terminated (SIGTERM): stopped; nothing half-written was kept")
+            ctx.exit(EXIT_TERMINATED)
         except KeyboardInterrupt:
             _echo_err("interrupted: nothing half-written was kept")
             ctx.exit(EXIT_INTERRUPTED)
+        except click.UsageError as exc:      # bad flag value: one line too, not click's three
+            if os.environ.get("VIDHARM_DEBUG"):
+                raise
+            where = exc.ctx.command_path if exc.ctx is not None else "vidharm"
+            _echo_err(f"error: {' '.join(exc.format_message().split())} -- see '{where} --help'")
+            ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as exc:  # a bug: still one line, traceback on request
@@ -51,12 +70,18 @@ class VidharmGroup(click.Group):
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not verbose:
+        # first: the log handler must write to the real stderr, not to the silenced fd 2
+        # (warnings such as a bad control-file edit were lost without -v)
         _silence_native_stderr()
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s" if verbose
+                        else "%(levelname)s: %(message)s", stream=sys.stderr)
+    if not verbose:   # our own warnings; third-party chatter only with -v
+        for h in logging.getLogger().handlers:
+            h.addFilter(lambda r: r.name.startswith(("vidharm", "vidharm_plugins")))
 
 
 def _silence_native_stderr() -> None:
@@ -93,6 +118,11 @@ def main(debug: bool, verbose: bool):
     if debug:
         os.environ["VIDHARM_DEBUG"] = "1"
     _setup_logging(verbose or debug)
+    import signal
+    import threading
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)):
+        signal.signal(signal.SIGTERM, _on_sigterm)   # `run` installs its own graceful stop
     from ._threads import tune_allocator
     tune_allocator()
 
@@ -176,6 +206,30 @@ def _check_plugins(cfg) -> None:
     registry.segmenters.get(cfg.segmentation.segmenter)
     if cfg.segmentation.segmenter == "mediapipe":
         segmentation_model_path(cfg.segmentation.model)
+    _check_weights(cfg)
+
+
+#: harmonizers that learn nothing: a weights file means nothing to them
+LEARNING_FREE = ("none", "stats", "light")
+
+
+def _check_weights(cfg) -> None:
+    """An unknown harmonizer, a missing --weights file, or weights given to a harmonizer
+    that has none fail before any work."""
+    from .errors import ConfigError
+    from .registry import registry
+    factory = registry.harmonizers.get(cfg.harmonizer.name)
+    w = cfg.harmonizer.weights
+    if not w:
+        return
+    if cfg.harmonizer.name in LEARNING_FREE and getattr(factory, "default_weights", None) is None:
+        raise ConfigError(f"--weights '{w}' was given, but harmonizer '{cfg.harmonizer.name}' "
+                          f"uses no weights", "drop --weights, or pick a learned harmonizer "
+                          "(e.g. --harmonizer phnet-lite)")
+    from .api import DEFAULT_WEIGHTS
+    if w not in DEFAULT_WEIGHTS:
+        from ._fs import regular_file_stat
+        regular_file_stat(Path(w).expanduser(), "weights file")
 
 
 def _report_batch(result) -> None:
@@ -195,9 +249,15 @@ def _report_batch(result) -> None:
 
 
 # ---------------------------------------------------------------- stills
-def _check_output(path: str) -> None:
-    """Fail before any work when the output's folder cannot be written."""
-    from .video import ensure_output_dir
+def _check_output(path: str, inputs: tuple = (), flag: str = "-o") -> None:
+    """Fail before any work when the output's folder cannot be written, or when the output
+    names one of ``inputs`` (an input file is never overwritten)."""
+    from .errors import OutputError
+    from .video import ensure_output_dir, same_file
+    for inp in inputs:
+        if inp and same_file(Path(inp).expanduser(), Path(path).expanduser()):
+            raise OutputError(f"{flag} '{path}' would overwrite '{inp}'",
+                              "choose another output name; inputs are never overwritten")
     ensure_output_dir(Path(path).expanduser().resolve().parent)
 
 @main.command(epilog="""\b
@@ -216,7 +276,9 @@ def composite(person, background, output, mask_out, profile, **kw):
     from .pipeline import FramePipeline
     cfg = _config(profile, **{**kw, "harmonizer": kw.get("harmonizer") or "none"})
     _check_plugins(cfg)
-    _check_output(output)
+    _check_output(output, (person, background))
+    if mask_out:
+        _check_output(mask_out, (person, background, output), "--mask-out")
     rgb = load_image(person)
     with make_background(background, cfg) as bg, FramePipeline(cfg, bg, video=False) as pipe:
         out = pipe(rgb, None)
@@ -239,7 +301,8 @@ def harmonize(composite_path, mask_path, output, profile, **kw):
     from .imageio import load_image, load_mask, save_image
     from .pipeline import build_harmonizer
     cfg = _config(profile, **kw)
-    _check_output(output)
+    _check_weights(cfg)
+    _check_output(output, (composite_path, mask_path))
     comp = load_image(composite_path)
     mask = load_mask(mask_path, comp.shape[:2])
     h = build_harmonizer(cfg)

@@ -432,7 +432,11 @@ def _probe_video(p: Path) -> bool:
     try:
         import av
         with av.open(str(p)) as c:
-            return len(c.streams.video) > 0
+            if not c.streams.video:
+                return False
+            for _ in c.decode(video=0):    # a stream FFmpeg cannot decode (a text file
+                return True                 # named .jpg, an SVG) is not a video background
+            return False
     except Exception:
         return False
 
@@ -459,6 +463,8 @@ def make_background(spec: str | os.PathLike, cfg: Any = None) -> BackgroundProvi
             except ValueError:
                 raise InputError(f"bad blur strength in '{text}'",
                                  "use 'blur' or 'blur:SIGMA', e.g. blur:8") from None
+            from .config import check_value
+            check_value("background.blur_sigma", sigma, f"--background '{text}'")
         return BlurBackground(sigma)
     colour = _parse_colour(text)
     if colour is not None and not Path(text).exists():
@@ -472,6 +478,9 @@ def make_background(spec: str | os.PathLike, cfg: Any = None) -> BackgroundProvi
     if p.is_dir():
         raise InputError(f"background '{p}' is a directory",
                          "give an image or video file, 'blur', or a colour")
+    from ._fs import regular_file_stat
+    if regular_file_stat(p, "background").st_size == 0:
+        raise InputError(f"background '{p}' is empty (0 bytes)", "give a complete image or video file")
     size = probe_image(p)
     if size is not None and not _is_animated(p):
         return ImageBackground(p)

@@ -105,7 +105,7 @@ class Config:
             if key not in names:
                 raise ConfigError(f"unknown key '{dotted}' in {origin}",
                                   f"valid keys in [{section}]: {', '.join(names)}")
-            setattr(sec, key, _coerce(value, names[key], dotted, origin))
+            setattr(sec, key, check_value(dotted, _coerce(value, names[key], dotted, origin), origin))
         cfg.source = origin if self.source == "built-in defaults" else f"{self.source} + {origin}"
         return cfg
 
@@ -130,11 +130,76 @@ def _coerce(value: Any, f: dataclasses.Field, dotted: str, origin: str) -> Any:
             if isinstance(value, str):
                 return value.lower() in ("1", "true", "yes", "on")
             return bool(value)
+        if typ in (int, float) and isinstance(value, bool):
+            raise ValueError
         if typ is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
         return typ(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"'{dotted}' in {origin} must be {typ.__name__}, got {value!r}") from None
+
+
+#: x264 presets (``output.preset``)
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+
+#: The one table of allowed values, checked wherever a setting comes from (built-in defaults,
+#: profiles, command-line flags, the live control file): ``(low, high)`` for numbers
+#: (inclusive; NaN and infinities are refused) or a tuple of choices for strings. Upper
+#: bounds keep a typo from allocating petabytes (``harmonizer.grid = 100000``).
+LIMITS: dict[str, tuple] = {
+    "segmentation.threshold": (0.0, 1.0),
+    "mask.refine": ("guided", "none"),
+    "mask.refine_radius": (0, 256),
+    "mask.refine_eps": (1e-8, 1.0),
+    "mask.smooth_still": (0.0, 1.0),
+    "mask.smooth_motion": (0.0, 1.0),
+    "mask.motion_scale": (0.01, 255.0),
+    "background.blur_sigma": (0.0, 500.0),
+    "harmonizer.strength": (0.0, 1.0),
+    "harmonizer.grid": (1, 32),
+    "harmonizer.local_weight": (0.0, 1.0),
+    "harmonizer.work_size": (16, 4096),
+    "harmonizer.device": ("auto", "cpu", "cuda"),
+    "output.crf": (0, 51),
+    "output.preset": X264_PRESETS,
+    "output.pixel_format": ("yuv420p", "yuv422p", "yuv444p"),
+    "live.fps": (1, 240),
+}
+
+
+def check_value(dotted: str, value: Any, origin: str = "the settings") -> Any:
+    """``value`` if it is allowed for ``dotted`` (see :data:`LIMITS`), else one
+    :class:`ConfigError` naming the key, where it came from and the allowed range."""
+    import math
+    rule = LIMITS.get(dotted)
+    if dotted == "live.size":
+        _check_size(value, dotted, origin)
+    elif dotted in ("harmonizer.name", "segmentation.segmenter", "segmentation.model",
+                    "live.sink", "live.source") and not str(value).strip():
+        raise ConfigError(f"'{dotted}' in {origin} is empty", "give a name (see `vidharm plugins`)")
+    if rule is None:
+        return value
+    if isinstance(rule[0], str):
+        if value not in rule:
+            raise ConfigError(f"'{dotted}' in {origin} is {value!r}",
+                              f"use one of: {', '.join(rule)}")
+        return value
+    lo, hi = rule
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise ConfigError(f"'{dotted}' in {origin} is {value!r}, out of range",
+                          f"use a value from {lo} to {hi}")
+    return value
+
+
+def _check_size(value: Any, dotted: str, origin: str) -> None:
+    try:
+        w, h = (int(v) for v in str(value).lower().replace("*", "x").split("x"))
+        if not (16 <= w <= 8192 and 16 <= h <= 8192):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"'{dotted}' in {origin} is {value!r}",
+                          "give WIDTHxHEIGHT, each 16 to 8192, e.g. 1280x720") from None
 
 
 def available_profiles() -> list[str]:

@@ -47,6 +47,8 @@ def _check_path(path: str | os.PathLike, what: str) -> Path:
     if p.is_dir():
         raise InputError(f"{what} '{p}' is a directory, not an image file",
                          "give the path of an image file (PNG, JPEG, TIFF, WebP...)")
+    from ._fs import regular_file_stat
+    regular_file_stat(p, what)      # a FIFO or a device: refused before anything opens it
     return p
 
 
@@ -130,6 +132,8 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int] | None:
     """(width, height) if ``path`` is an image Pillow can identify, else None (no decoding)."""
     try:
         p = Path(path).expanduser()
+        if not p.is_file():           # a FIFO would block Image.open forever
+            return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:

@@ -129,6 +129,8 @@ def check_input_file(path: str | os.PathLike) -> int:
     if os.path.isdir(p):
         raise InputError(f"input '{p}' is a folder, not a video file",
                          f"give the video files in it, e.g. '{os.path.join(p, '*.mp4')}'")
+    from ._fs import regular_file_stat
+    regular_file_stat(p)            # a FIFO or /dev/zero: refused before anything opens it
     try:
         with open(p, "rb") as f:
             f.read(1)

@@ -37,7 +37,8 @@ Linux: the virtual camera needs v4l2loopback, once per boot:
 @click.option("--sink", type=click.Choice(["virtualcam", "preview", "file", "null"]),
               help="Where frames go (default: virtualcam; 'file' with --output).")
 @click.option("--output", "-o", metavar="OUT.mp4", help="Recording for --sink file.")
-@click.option("--duration", type=float, metavar="SECONDS", help="Stop after this long.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop after this long.")
 @click.option("--backgrounds", "backgrounds_dir", metavar="DIR",
               help="Folder the 'next background' key cycles through (default: the "
                    "background's own folder).")
@@ -48,7 +49,7 @@ Linux: the virtual camera needs v4l2loopback, once per boot:
               help="Write a chart of fps, latency and stage times at the end.")
 @click.option("--smoothing", type=click.Choice(["adaptive", "fixed", "off"]), default="adaptive",
               show_default=True, help="Temporal smoothing of the colour transform.")
-@click.option("--refresh-hz", type=float, metavar="HZ",
+@click.option("--refresh-hz", type=click.FloatRange(min=0, min_open=True, max=1000), metavar="HZ",
               help="Cap on harmonizer refreshes per second (default: 15 on CPU, none on CUDA).")
 @click.option("--grid", "grid_mode", type=click.Choice(["auto", "full", "diagonal"]),
               default="auto", show_default=True,
