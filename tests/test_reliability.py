@@ -162,3 +162,94 @@ def test_non_image_background_is_called_what_it_is(tmp_path, stills):
         line = _one_error_line(run_cli("composite", person, b, "-o", tmp_path / "o.png"),
                                "is not an image or a video")
         assert "video" in line and "decodable frame" not in line
+
+
+# ------------------------------------------------------------------ rows 5, 6, 7: one output per job
+def _start(*args, **kw):
+    return subprocess.Popen(vidharm_exe() + [str(a) for a in args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _wait_for(path: Path, proc, timeout: float = 120.0) -> None:
+    t_end = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size > 0):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < t_end, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()
+                  if "partial" in p.name or p.name.endswith((".claim", ".part")))
+
+
+def test_two_jobs_to_one_output_the_second_is_refused(asset, tmp_path):
+    out = tmp_path / "o.mp4"
+    a = _start("transcode", asset("sample-clip"), "-o", out, "-b", "blur", "--no-progress")
+    try:
+        _wait_for(tmp_path / ".o.mp4.partial.mp4", a)
+        line = _one_error_line(run_cli("transcode", asset("sample-clip"), "-o", out, "-b", "blur",
+                                       "--no-progress", "--overwrite"), "another vidharm job")
+        assert "o.mp4" in line
+    finally:
+        so, se = a.communicate(timeout=600)
+    assert a.returncode == 0, se
+    assert out.stat().st_size > 0 and _leftovers(tmp_path) == []
+
+
+def test_a_file_that_appears_meanwhile_is_not_replaced_without_overwrite(tmp_path):
+    from vidharm.errors import OutputError
+    from vidharm.video import VideoWriter
+    out = tmp_path / "o.mp4"
+    w = VideoWriter(out, (64, 32), fps=30)
+    w.write(np.zeros((32, 64, 3), np.uint8), 0.0)
+    out.write_bytes(b"someone else's file")
+    with pytest.raises(OutputError, match="appeared while"):
+        w.close()
+    assert out.read_bytes() == b"someone else's file" and _leftovers(tmp_path) == []
+
+
+def test_sigterm_during_transcode_cleans_up_and_says_so(asset, tmp_path):
+    out = tmp_path / "o.mp4"
+    a = _start("transcode", asset("sample-clip"), "-o", out, "-b", "blur", "--no-progress")
+    _wait_for(tmp_path / ".o.mp4.partial.mp4", a)
+    a.send_signal(signal.SIGTERM)
+    so, se = a.communicate(timeout=60)
+    assert a.returncode == 143, se
+    lines = [l for l in se.splitlines() if l.strip()]
+    assert len(lines) == 1 and "terminated" in lines[0], se
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_sigterm_during_a_batch_cleans_up(asset, tmp_path):
+    clips = tmp_path / "in"
+    clips.mkdir()
+    for n in ("a", "b"):
+        shutil.copy(asset("sample-clip"), clips / f"{n}.mp4")
+    out = tmp_path / "out"
+    a = _start("transcode", clips / "*.mp4", "--out-dir", out, "-b", "blur", "--no-progress")
+    _wait_for(out / ".a_harmonized.mp4.partial.mp4", a)
+    a.send_signal(signal.SIGTERM)
+    so, se = a.communicate(timeout=60)
+    assert a.returncode == 143 and "terminated" in se
+    assert _leftovers(out) == [] and not list(out.glob("*.mp4"))
+
+
+@pytest.mark.parametrize("cmd", ["transcode", "run"])
+def test_sigkill_leftover_is_removed_by_the_next_run(asset, tmp_path, cmd):
+    out = tmp_path / "o.mp4"
+    if cmd == "transcode":
+        args = ["transcode", asset("sample-clip"), "-o", out, "-b", "blur", "--no-progress"]
+    else:
+        args = ["run", "-b", "blur", "--source", "sample", "--sink", "file", "-o", out,
+                "--size", "320x180", "--duration", "2"]
+    a = _start(*args)
+    _wait_for(tmp_path / ".o.mp4.partial.mp4", a)
+    a.kill()
+    a.communicate(timeout=60)
+    assert _leftovers(tmp_path) == [".o.mp4.partial.mp4"]
+    # an older random-named leftover (earlier versions) goes too
+    (tmp_path / ".o.mp4.0123abcd.partial.mp4").write_bytes(b"x" * 100)
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size > 0 and _leftovers(tmp_path) == []

@@ -441,9 +441,13 @@ class _ThreadedWriter:
         self._thread.join()
 
     def close(self, end_time=None) -> None:
+        if self._error is not None:            # failed earlier (disk full): discard, report
+            self.abort()
+            raise self._error
         self._put(self._w.close, end_time)
         self._finish()
         if self._error is not None:
+            self._w.abort()
             raise self._error
 
     def abort(self) -> None:
@@ -530,8 +534,10 @@ def transcode_files(inputs: list[str], out: str | None = None, out_dir: str | No
                 else:
                     if not out and not out_dir:
                         ensure_output_dir(dst.parent)
+                    # overwrite as asked: a file that appears meanwhile (another job) is
+                    # not replaced without --overwrite (see vidharm.video.OutputClaim)
                     res = transcode_file(
-                        src, dst, make_processor, output_cfg=output_cfg, overwrite=True,
+                        src, dst, make_processor, output_cfg=output_cfg, overwrite=overwrite,
                         on_info=lambda info, i=i, name=name: bar.start_file(i, name, info.frames),
                         on_frame=bar.frame)
             except (KeyboardInterrupt, SystemExit):
