@@ -69,6 +69,14 @@ class VidharmGroup(click.Group):
             ctx.exit(EXIT_INTERNAL)
 
 
+def _print_version(ctx) -> None:
+    if ctx.resilient_parsing:
+        return
+    from .commands.doctor import version_text
+    click.echo(version_text())
+    ctx.exit()
+
+
 def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -102,7 +110,9 @@ def _silence_native_stderr() -> None:
 
 
 @click.group(cls=VidharmGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="vidharm")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _p, v: _print_version(ctx) if v else None,
+              help="Show vidharm's, Python's and torch's versions and whether CUDA is usable.")
 @click.option("--debug", is_flag=True, help="Show tracebacks (for bug reports).")
 @click.option("-v", "--verbose", is_flag=True, help="More log output.")
 def main(debug: bool, verbose: bool):
@@ -385,7 +395,7 @@ def profiles():
 def _register_optional_commands() -> None:
     """Commands that live in their own modules (demo, bench, train, eval, run)."""
     import importlib
-    for mod in ("demo", "bench", "train", "evaluate", "run"):
+    for mod in ("demo", "bench", "train", "evaluate", "run", "doctor"):
         try:
             m = importlib.import_module(f".commands.{mod}", __package__)
         except ModuleNotFoundError as exc:
