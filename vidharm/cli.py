@@ -142,7 +142,7 @@ def pipeline_options(f):
     """Options shared by commands that build the segmentation/compositing pipeline."""
     opts = [
         click.option("--profile", "-p", metavar="NAME|PATH",
-                     help="Preset from profiles/ (e.g. call-cpu, creator-quality) or a .toml file."),
+                     help="Built-in preset (`vidharm profiles` lists them: call-cpu, creator-quality, ...) or a .toml file."),
         click.option("--harmonizer", metavar="NAME", help="none | stats | phnet-lite | ... (see `vidharm plugins`)."),
         click.option("--strength", type=float, help="Harmonization strength, 0 (off) .. 1 (full)."),
         click.option("--weights", metavar="PATH", help="Weights file for a learned harmonizer."),
