@@ -341,9 +341,54 @@ PREVIEW_HELP = "h harmonize on/off  n next background  m mask  space pause  q/Es
 
 def have_display() -> bool:
     """Whether an OpenCV window can be shown (a desktop session)."""
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+    return display_problem() is None
+
+
+def display_problem() -> str | None:
+    """None when a window can be shown, else what is wrong (one line).
+
+    On Linux the display server is actually reached (a socket connect, no window): OpenCV's
+    Qt backend aborts the whole process (SIGABRT, no message) when ``DISPLAY`` names a
+    server that is not there, so this has to be known before the first window.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    wayland = os.environ.get("WAYLAND_DISPLAY")
+    if wayland:
+        sock = Path(wayland) if wayland.startswith("/") else \
+            Path(os.environ.get("XDG_RUNTIME_DIR", "/run/user/%d" % os.getuid())) / wayland
+        if sock.exists():
+            return None
+    disp = os.environ.get("DISPLAY")
+    if not disp:
+        return "no display for the preview window (DISPLAY is not set)"
+    if _x_server_reachable(disp):
+        return None
+    return f"no X server answers on DISPLAY={disp}"
+
+
+def _x_server_reachable(disp: str, timeout: float = 1.0) -> bool:
+    import socket
+    host, _, rest = disp.rpartition(":")
+    num = rest.split(".")[0]
+    if not num.isdigit():
+        return False
+    if host in ("", "unix") or host.startswith("/"):
+        path = host if host.startswith("/") else f"/tmp/.X11-unix/X{num}"
+        for addr in (path, "\0" + path):       # file socket, then Linux's abstract one
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(timeout)
+                    s.connect(addr)
+                    return True
+            except OSError:
+                continue
+        return False
+    try:
+        with socket.create_connection((host, 6000 + int(num)), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 class PreviewSink:
@@ -377,10 +422,11 @@ class PreviewSink:
     def open(self, size=None, fps=None) -> "PreviewSink":
         if self._opened:
             return self
-        if self.check_display and not have_display():
+        problem = display_problem() if self.check_display else None
+        if problem:
             from vidharm.errors import OutputError
-            raise OutputError("no display for the preview window (DISPLAY is not set)",
-                              "run it in a desktop session, or use --sink virtualcam / file / null")
+            raise OutputError(problem, "run it in a desktop session, or use --sink virtualcam / "
+                                       "file / null")
         if not self._custom:
             import cv2
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)

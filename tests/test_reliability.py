@@ -17,7 +17,8 @@ from conftest import run_cli, vidharm_exe
 
 
 def _one_error_line(r, *needles):
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    # `vidharm run` announces what it starts (source -> sink) before it runs: not an error
+    lines = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith("vidharm run: ")]
     assert r.returncode != 0, r.stdout + r.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     for n in needles:
@@ -253,3 +254,73 @@ def test_sigkill_leftover_is_removed_by_the_next_run(asset, tmp_path, cmd):
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     assert out.stat().st_size > 0 and _leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------ row 4: a full disk is a failure
+def _file_size_limit(nbytes: int):
+    import resource
+
+    def limit():   # writes past nbytes fail with EFBIG (Python ignores SIGXFSZ): a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return limit
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE")
+def test_run_file_sink_on_a_full_disk_fails_and_leaves_nothing(tmp_path):
+    out = tmp_path / "full" / "live.mp4"
+    cmd = vidharm_exe() + ["run", "-b", "blur", "--source", "sample", "--sink", "file", "-o",
+                           str(out), "--duration", "2", "--size", "320x180"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       preexec_fn=_file_size_limit(20_000))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "wrote" not in r.stdout
+    err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(err) == 1 and "live.mp4" in err[0], r.stderr
+    assert not out.exists() and _leftovers(out.parent) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE")
+def test_transcode_on_a_full_disk_fails_and_leaves_nothing(asset, tmp_path):
+    out = tmp_path / "o.mp4"
+    cmd = vidharm_exe() + ["transcode", asset("sample-clip"), "-o", str(out), "-b", "blur",
+                           "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                       preexec_fn=_file_size_limit(20_000))
+    _one_error_line(r, "o.mp4")
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------ row 8: no display server
+def test_preview_without_an_x_server_is_one_line_not_sigabrt(tmp_path):
+    r = run_cli("run", "-b", "blur", "--source", "sample", "--sink", "preview", "--duration", "1",
+                env={"DISPLAY": ":97", "WAYLAND_DISPLAY": ""}, timeout=120)
+    _one_error_line(r, "no X server", "DISPLAY=:97")
+    assert r.returncode == 2
+
+
+def test_display_probe_connects_to_the_server(tmp_path, monkeypatch):
+    import socket
+    from vidharm_plugins.sinks import display_problem
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    path = str(tmp_path / "xsock")
+    monkeypatch.setenv("DISPLAY", f"{path}:0")
+    assert display_problem() is not None            # nothing listening yet
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(path)
+        srv.listen(1)
+        assert display_problem() is None
+    monkeypatch.delenv("DISPLAY")
+    assert "DISPLAY is not set" in display_problem()
+
+
+# ------------------------------------------------------------------ row 13: a source that breaks
+def test_run_source_corrupt_in_the_middle_fails(asset, tmp_path):
+    data = bytearray(Path(asset("sample-clip")).read_bytes())
+    rng = np.random.default_rng(1)
+    mid = len(data) // 2
+    data[mid:mid + 20000] = rng.integers(0, 256, 20000, dtype=np.uint8).tobytes()
+    bad = tmp_path / "mid.mp4"
+    bad.write_bytes(bytes(data))
+    r = run_cli("run", "-b", "blur", "--source", bad, "--sink", "null", "--size", "320x180",
+                "--duration", "30", timeout=200)
+    _one_error_line(r, "mid.mp4", "corrupt")

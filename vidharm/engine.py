@@ -851,6 +851,8 @@ class LiveEngine:
         self._privacy_since: float | None = None
         self._privacy_frames = 0
         self._sink_errors = 0
+        self.sink_error: BaseException | None = None   # the sink could not finish (disk full)
+        self.source_error: BaseException | None = None  # the source broke (a corrupt file)
         self._placeholders: dict = {}
         self._privacy_blur = BlurBackground(max(36.0, 3.0 * cfg.background.blur_sigma))
         self._lat_ema = 0.0
@@ -1011,7 +1013,8 @@ class LiveEngine:
                 if self._frames.put((rgb, float(t), now)):
                     self.telemetry.dropped()
         except Exception as exc:
-            log.warning("the source stopped: %s", _one_line(exc))
+            # the run ends and reports it (exit code): a source that broke is not a success
+            self.source_error = exc
             self.telemetry.note(f"source error: {_one_line(exc)}")
         finally:
             self._capture_done.set()
@@ -1043,6 +1046,20 @@ class LiveEngine:
             self.telemetry.stop()                    # the run's length, not the shutdown's
         finally:
             self.shutdown()
+        if self.sink_error is not None:              # a recording that could not be finished
+            err = self.sink_error                    # is a failed run, not a success
+            if isinstance(err, VidharmError):
+                raise err
+            from .errors import OutputError
+            raise OutputError(f"the output could not be finished ({_one_line(err)})",
+                              "check free disk space and the output device") from err
+        if self.source_error is not None:
+            err = self.source_error
+            if isinstance(err, VidharmError):
+                raise err
+            from .errors import InputError
+            raise InputError(f"the source stopped after {self._n} frames ({_one_line(err)})",
+                             "check the camera or the file") from err
         return self.telemetry.summary()
 
     def _warm_up(self) -> None:
@@ -1447,6 +1464,9 @@ class LiveEngine:
             try:
                 step()
             except Exception as exc:
+                if step == self._close_sink:         # reported by run(): reaches the exit code
+                    self.sink_error = exc
+                    continue
                 log.warning("shutdown: %s", _one_line(exc))
         self.telemetry.stop()
 

@@ -146,7 +146,10 @@ def command(background, source, camera, size, fps, sink, output, duration, backg
     if telemetry_png:
         engine.telemetry.save_chart(telemetry_png, title=f"vidharm run ({src_desc})")
         click.echo(f"wrote {telemetry_png}")
-    if sink_name == "file" and getattr(snk, "frames", 0):
+    if sink_name == "file":
+        if not getattr(snk, "frames", 0) or not Path(output).expanduser().is_file():
+            raise OutputError(f"no recording was written to '{output}' (no frames reached it)",
+                              "check the source and the output folder")
         click.echo(f"wrote {output} ({snk.frames} frames)")
 
 
