@@ -324,3 +324,57 @@ def test_run_source_corrupt_in_the_middle_fails(asset, tmp_path):
     r = run_cli("run", "-b", "blur", "--source", bad, "--sink", "null", "--size", "320x180",
                 "--duration", "30", timeout=200)
     _one_error_line(r, "mid.mp4", "corrupt")
+
+
+# ------------------------------------------------------------------ rows 1, 12: training
+class _Payload:
+    """Pickles to 'call open(marker, "w")' -- what a hostile checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _evil_checkpoint(folder: Path) -> Path:
+    import torch
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / "PWNED"
+    torch.save({"step": 1, "model": _Payload(marker), "optimizer": {}}, folder / "checkpoint.pt")
+    return marker
+
+
+def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
+    from vidharm.errors import InputError
+    from vidharm.training.train import _load_checkpoint
+    marker = _evil_checkpoint(tmp_path)
+    with pytest.raises(InputError, match="holds a pickled '.*open'"):
+        _load_checkpoint(tmp_path / "checkpoint.pt")
+    assert not marker.exists()
+    (tmp_path / "trunc.pt").write_bytes((tmp_path / "checkpoint.pt").read_bytes()[:40])
+    with pytest.raises(InputError, match="cannot be read"):
+        _load_checkpoint(tmp_path / "trunc.pt")
+
+
+def _have_train_data() -> bool:
+    from vidharm.assets import cache_dir
+    d = cache_dir() / "train-data"
+    return d.is_dir() and any(d.iterdir())
+
+
+@pytest.mark.skipif(not _have_train_data(), reason="needs scripts/fetch_training_data.py's photos")
+def test_train_resume_from_a_hostile_checkpoint_through_the_cli(tmp_path):
+    marker = _evil_checkpoint(tmp_path / "run")
+    r = run_cli("train", "--resume", "--out-dir", tmp_path / "run", "--steps", "2",
+                "--batch-size", "2", "--size", "64", "--workers", "0", "--no-progress",
+                timeout=600)
+    assert r.returncode == 2, r.stdout + r.stderr
+    err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(err) == 1 and "nothing in it was run" in err[0]
+    assert not marker.exists()
+
+
+def test_train_unknown_device_is_one_line(tmp_path):
+    _one_error_line(run_cli("train", "--device", "tpu", "--out-dir", tmp_path / "t", "--steps", "1"),
+                    "unknown device 'tpu'", "cuda:N")

@@ -12,7 +12,7 @@ Examples:
   torchrun --nproc-per-node 2 -m vidharm.cli train --device cpu --steps 100   # DDP (gloo)
   vidharm train --dataset iharmony4 --dataset-root ~/data/iHarmony4 --schedule staged
 """)
-@click.option("--model", default="phnet-lite", show_default=True, help="Registry name (see `vidharm models`).")
+@click.option("--model", default="phnet-lite", show_default=True, help="Model registry name, e.g. phnet-lite, phnet-lite-s or fmm (README: Models).")
 @click.option("--dataset", type=click.Choice(["synthetic", "iharmony4", "ffhqh"]), default="synthetic", show_default=True)
 @click.option("--dataset-root", metavar="DIR", help="iHarmony4 / FFHQH folder.")
 @click.option("--real-root", metavar="DIR", help="FFHQH: the folder of real images.")

@@ -117,6 +117,9 @@ class TrainConfig:
             raise ConfigError(f"unknown lr_schedule '{self.lr_schedule}'", "use constant or staged")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ConfigError(f"unknown amp mode '{self.amp}'", "use auto, off, bf16 or fp16")
+        dev = str(self.device)
+        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ConfigError(f"unknown device '{dev}'", "use auto, cpu, cuda or cuda:N")
         a, b = self.stage_fractions
         if not 0 <= a <= b <= 1:
             raise ConfigError("stage_fractions must satisfy 0 <= first <= second <= 1")
@@ -268,6 +271,32 @@ def _seed_worker(worker_id: int) -> None:
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """A training checkpoint, read with ``weights_only=True``: tensors, numbers, strings and
+    containers only, so a file with pickled objects (whose ``__reduce__`` would run code)
+    is refused without running anything. Anything else wrong is one :class:`InputError`."""
+    import pickle
+    from .._fs import regular_file_stat
+    regular_file_stat(path, "checkpoint")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        import re
+        m = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"a pickled '{m.group(1)}'" if m else "pickled objects"
+        raise InputError(f"checkpoint {path} holds {what}, not only tensors and settings; "
+                         f"nothing in it was run or loaded",
+                         "resume only from checkpoints vidharm wrote; delete this one or "
+                         "start without --resume") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise InputError(f"checkpoint {path} cannot be read ({' '.join(str(exc).split())[:160]})",
+                         "it is damaged or incomplete; delete it or start without --resume") from None
+    if not isinstance(ck, dict) or not {"model", "optimizer", "step"} <= set(ck):
+        raise InputError(f"checkpoint {path} is not a vidharm training checkpoint",
+                         "resume only from OUT_DIR/checkpoint.pt written by vidharm train")
+    return ck
 
 
 def _resume_path(cfg: TrainConfig) -> Path | None:
@@ -499,7 +528,7 @@ def _train(cfg: TrainConfig, dd: _Dist, model, train_ds, val_ds, temporal_ds, lo
     step = 0
     rp = _resume_path(cfg)
     if rp is not None:
-        ck = torch.load(rp, map_location="cpu", weights_only=False)
+        ck = _load_checkpoint(rp)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         if ck.get("scaler") and scaler.is_enabled():
