@@ -89,6 +89,9 @@ def all_checks(root, **kw):
     """Every Linux check against the fake tree; torch and imports faked (no GPU question)."""
     kw.setdefault("torch_info", {"torch": "2.13.0+cpu", "cuda_build": None, "cuda": False})
     kw.setdefault("import_check", lambda mod: None)
+    # every library present once (the machine's own packages are not what is tested here)
+    kw.setdefault("pkg_version", lambda n: None if n in D.OPENCV_WHEELS[2:] + ("opencv-python",)
+                  else "1.0")
     return D.run_checks("linux", root, **kw)
 
 
@@ -331,12 +334,14 @@ def test_gpu_lines(tmp_path):
     assert broken[0].status == "wrong" and "torch==2.13.0" in broken[0].fix
 
 
-def test_two_opencv_wheels_and_a_broken_mediapipe(monkeypatch):
-    real = D._pkg_version
-    monkeypatch.setattr(D, "_pkg_version",
-                        lambda n: "4.10.0.84" if n == "opencv-python" else real(n))
+def test_missing_libraries_two_opencv_wheels_and_a_broken_mediapipe():
+    installed = {"opencv-python": "4.10.0.84", "opencv-contrib-python": "4.10.0.84",
+                 "mediapipe": "0.10.21", "av": "14.0"}
     lines = D.python_lines(lambda mod: ("TypeError: Descriptors cannot be created directly "
-                                        "(protobuf)") if mod == "mediapipe" else None)
+                                        "(protobuf)") if mod == "mediapipe" else None,
+                           installed.get)
+    (miss,) = by_status(lines, "missing")
+    assert "torch" in miss.what and "pip install vidharm torch==2.13.0 numpy" in miss.fix
     wrong = by_status(lines, "wrong")
     assert any("OpenCV wheels" in l.what and "pip uninstall -y opencv-python" in l.fix
                for l in wrong)
@@ -371,9 +376,9 @@ def test_doctor_cli_on_this_machine():
 
 
 def test_version_cli():
+    torch = pytest.importorskip("torch")
     r = run_cli("--version", timeout=120)
     assert r.returncode == 0, r.stderr
-    import torch
     import vidharm
     assert f"vidharm {vidharm.__version__}" in r.stdout
     assert f"torch {torch.__version__}, CUDA: {'yes' if torch.cuda.is_available() else 'no'}" \

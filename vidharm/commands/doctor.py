@@ -601,7 +601,8 @@ def gpu_lines(root: Path | str = "/", info: dict | None = None) -> list[Line]:
                  "nvidia-smi   # no output: install or update the NVIDIA driver")]
 
 
-def python_lines(import_check: Callable[[str], str | None] | None = None) -> list[Line]:
+def python_lines(import_check: Callable[[str], str | None] | None = None,
+                 pkg_version: Callable[[str], str | None] | None = None) -> list[Line]:
     """Python and library versions; two OpenCV wheels; whether mediapipe imports (the
     protobuf conflicts other tools trip over show up here)."""
     sec = "Python and libraries"
@@ -614,13 +615,17 @@ def python_lines(import_check: Callable[[str], str | None] | None = None) -> lis
         out.append(Line(sec, "ok", f"Python {py} ({sys.executable})"))
     names = ("vidharm", "torch", "numpy", "opencv-contrib-python", "mediapipe", "protobuf", "av",
              "pyvirtualcam", "kornia", "safetensors", "click")
-    vers = {n: _pkg_version(n) for n in names}
+    pkg_version = pkg_version or _pkg_version
+    vers = {n: pkg_version(n) for n in names}
     absent = [n for n in names if vers[n] is None and n not in ("protobuf",)]
     out.append(Line(sec, "info", ", ".join(f"{n} {v}" for n, v in vers.items() if v)))
     if absent:
         out.append(Line(sec, "missing", f"not installed: {', '.join(absent)}",
-                        f"{sys.executable} -m pip install {' '.join(absent)}"))
-    cv = [n for n in OPENCV_WHEELS if _pkg_version(n)]
+                        f"{sys.executable} -m pip install "
+                        + " ".join("torch==2.13.0" if n == "torch" else n for n in absent)
+                        + ("   # torch pinned as scripts/setup.sh does" if "torch" in absent
+                           else "")))
+    cv = [n for n in OPENCV_WHEELS if pkg_version(n)]
     if len(cv) > 1:
         others = " ".join(n for n in cv if n != "opencv-contrib-python")
         out.append(Line(sec, "wrong", f"{len(cv)} OpenCV wheels installed ({', '.join(cv)}): they "
@@ -678,7 +683,8 @@ def pyvirtualcam_line(platform: str) -> list[Line]:
 def run_checks(platform: str | None = None, root: Path | str = "/", *,
                registry_reader: Callable[[str, str], str | None] | None = None,
                darwin_release: str | None = None, open_camera=None,
-               torch_info: dict | None = None, import_check=None) -> list[Line]:
+               torch_info: dict | None = None, import_check=None,
+               pkg_version=None) -> list[Line]:
     """Every check for ``platform`` (default: this one), probing under ``root``."""
     platform = platform or sys.platform
     root = Path(root)
@@ -700,7 +706,7 @@ def run_checks(platform: str | None = None, root: Path | str = "/", *,
                                                     f"use --sink file or --sink preview"))
     lines += model_lines()
     lines += gpu_lines(root, torch_info)
-    lines += python_lines(import_check)
+    lines += python_lines(import_check, pkg_version)
     return lines
 
 
