@@ -378,3 +378,54 @@ def test_train_resume_from_a_hostile_checkpoint_through_the_cli(tmp_path):
 def test_train_unknown_device_is_one_line(tmp_path):
     _one_error_line(run_cli("train", "--device", "tpu", "--out-dir", tmp_path / "t", "--steps", "1"),
                     "unknown device 'tpu'", "cuda:N")
+
+
+# ------------------------------------------------------------------ row 2: shapes before memory
+def _lite_with_config(path: Path, **change) -> Path:
+    import json
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    from vidharm.api import WEIGHTS_DIR
+    src = WEIGHTS_DIR / "phnet-lite.safetensors"
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+    cfg = json.loads(meta["vidharm.config"])
+    for k, fn in change.items():
+        cfg[k] = fn(cfg[k])
+    meta["vidharm.config"] = json.dumps(cfg)
+    save_file(load_file(str(src)), str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("last,needle", [(32768, "sane limit"), (4096, "wrong shape"),
+                                         (1_000_000_000, "sane limit")])
+def test_weights_config_is_checked_against_the_tensors_before_building(tmp_path, last, needle):
+    from vidharm.errors import InputError
+    from vidharm.models.weights import load_any
+    bad = _lite_with_config(tmp_path / "bad.safetensors",
+                            enc_sizes=lambda e: e[:-1] + [last])
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=needle):
+        load_any(bad)
+    assert time.perf_counter() - t0 < 5.0          # was 36 s and 10 GB
+
+
+def test_weights_config_lie_through_the_cli(tmp_path, stills):
+    person, bg = stills
+    bad = _lite_with_config(tmp_path / "bad.safetensors", enc_sizes=lambda e: e[:-1] + [32768])
+    r = run_cli("composite", person, bg, "-o", tmp_path / "o.png", "--harmonizer", "phnet-lite",
+                "--weights", bad, timeout=120)
+    _one_error_line(r, "bad.safetensors", "enc_sizes")
+    assert r.returncode == 2 and not (tmp_path / "o.png").exists()
+
+
+def test_safetensors_header_pointing_past_the_end_is_refused(tmp_path):
+    from vidharm.errors import InputError
+    from vidharm.models.weights import read_safetensors_shapes
+    good = _lite_with_config(tmp_path / "g.safetensors")
+    data = good.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="damaged"):
+        read_safetensors_shapes(tmp_path / "cut.safetensors")
+    shapes = read_safetensors_shapes(good)
+    assert all(t.device.type == "meta" for t in shapes.values()) and len(shapes) > 10

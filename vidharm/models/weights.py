@@ -25,6 +25,7 @@ model; ...) -- it is a phnet-iharmony4 checkpoint: load it as 'phnet-iharmony4'`
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
@@ -303,7 +304,7 @@ def load_published(path: PathLike, model_or_name: Union[nn.Module, str, None] = 
             cfg = infer_config(sd)
             cfg["name"] = "phnet-custom"
             try:
-                model = build_model(cfg)
+                model = build_checked(cfg, sd, label, "phnet-custom")
             except ConfigError as exc:
                 raise InputError(f"weights '{label}': {exc.what}", exc.hint) from None
             name = "phnet-custom"
@@ -358,8 +359,104 @@ def read_metadata(path: PathLike) -> Dict[str, str]:
                          f"({type(exc).__name__}: {_short(str(exc), 90)})", hint) from None
 
 
+#: Upper bounds on a model configuration read from a file: any number in it (channels,
+#: grid counts...), the length of any list in it, and the parameters the model would have
+#: (the largest published PHNet has 39.9M). Checked before anything is allocated.
+MAX_CONFIG_NUMBER = 8192
+MAX_CONFIG_LIST = 64
+MAX_PARAMETERS = 200_000_000
+
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+              "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
+              "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _check_config_bounds(cfg: Any, label: str, where: str = "config") -> None:
+    """Refuse absurd numbers in a configuration read from a file (one InputError)."""
+    if isinstance(cfg, bool) or cfg is None or isinstance(cfg, str):
+        return
+    if isinstance(cfg, (int, float)):
+        if not math.isfinite(cfg) or abs(cfg) > MAX_CONFIG_NUMBER:
+            raise InputError(f"weights '{label}' record {where} = {cfg!r}, beyond the sane "
+                             f"limit of {MAX_CONFIG_NUMBER}", "the file is damaged or not "
+                             "made by vidharm; save the weights again")
+        return
+    if isinstance(cfg, Mapping):
+        for k, v in cfg.items():
+            _check_config_bounds(v, label, f"{where}.{k}" if where != "config" else str(k))
+        return
+    if isinstance(cfg, (list, tuple)):
+        if len(cfg) > MAX_CONFIG_LIST:
+            raise InputError(f"weights '{label}' record {where} with {len(cfg)} entries",
+                             "the file is damaged or not made by vidharm")
+        for v in cfg:
+            _check_config_bounds(v, label, where)
+
+
+def build_checked(cfg: Dict[str, Any], file_tensors: Mapping[str, Tensor], label: str,
+                  name: str) -> nn.Module:
+    """Build ``cfg`` for real only once it is known to fit ``file_tensors``.
+
+    The configuration is bounded (:data:`MAX_CONFIG_NUMBER`), then built on PyTorch's
+    ``meta`` device (shapes, no memory) and its state-dict shapes compared with the file's
+    (which may themselves be meta tensors read from a header): a configuration that
+    disagrees with its tensors, or would need more than :data:`MAX_PARAMETERS`, is refused
+    before any memory is allocated.
+    """
+    _check_config_bounds(cfg, label)
+    with torch.device("meta"):
+        ghost = build_model(cfg)
+    n = sum(t.numel() for t in ghost.state_dict().values())
+    if n > MAX_PARAMETERS:
+        raise InputError(f"weights '{label}' describe a model with {n:,} parameters (the limit "
+                         f"is {MAX_PARAMETERS:,})", "the file is damaged or not made by vidharm")
+    check_compatible(ghost, file_tensors, label, name)
+    del ghost
+    return build_model(cfg)
+
+
+def read_safetensors_shapes(path: PathLike) -> Dict[str, Tensor]:
+    """The tensors a safetensors file declares, as ``meta`` tensors (shape and dtype only),
+    read from its JSON header; offsets are checked against the file size."""
+    p = Path(path)
+    size = p.stat().st_size
+    bad = InputError(f"'{p.name}' is not a valid safetensors file (damaged header)",
+                     "the file is damaged; save it again")
+    with open(p, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise bad
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > min(size - 8, 100 << 20):
+            raise bad
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            raise bad from None
+    if not isinstance(header, dict):
+        raise bad
+    data = size - 8 - n
+    out: Dict[str, Tensor] = {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        try:
+            shape = [int(d) for d in v["shape"]]
+            a, b = (int(o) for o in v["data_offsets"])
+            dtype = _ST_DTYPES[v["dtype"]]
+        except (KeyError, TypeError, ValueError):
+            raise bad from None
+        if any(d < 0 for d in shape) or not 0 <= a <= b <= data:
+            raise bad
+        out[k] = torch.empty(shape, dtype=dtype, device="meta")
+    return out
+
+
 def load_weights(path: PathLike, device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """Rebuild the model recorded in a vidharm safetensors file and load it; eval mode."""
+    """Rebuild the model recorded in a vidharm safetensors file and load it; eval mode.
+
+    Nothing is allocated before the recorded configuration is known to fit the file's
+    tensors (:func:`build_checked`)."""
     from safetensors.torch import load_file
 
     p = Path(path)
@@ -371,7 +468,8 @@ def load_weights(path: PathLike, device: Union[str, torch.device] = "cpu") -> nn
         cfg = json.loads(meta[META_CONFIG])
         if not isinstance(cfg, dict):
             raise ValueError("not an object")
-        model = build_model(cfg)
+        model = build_checked(cfg, read_safetensors_shapes(p), p.name,
+                              str(cfg.get("name", "phnet-custom")))
     except (ValueError, ConfigError) as exc:
         detail = exc.what if isinstance(exc, ConfigError) else str(exc)
         raise InputError(f"'{p.name}' records an unusable model config ({_short(detail, 100)})",
