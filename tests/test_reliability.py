@@ -429,3 +429,27 @@ def test_safetensors_header_pointing_past_the_end_is_refused(tmp_path):
         read_safetensors_shapes(tmp_path / "cut.safetensors")
     shapes = read_safetensors_shapes(good)
     assert all(t.device.type == "meta" for t in shapes.values()) and len(shapes) > 10
+
+
+# ------------------------------------------------------------------ row 15: control-file mistakes
+def test_control_file_mistakes_are_shown_without_verbose(tmp_path):
+    ctl = tmp_path / "ctl.json"
+    ctl.write_text("{}")
+    p = _start("run", "-b", "blur", "--source", "sample", "--sink", "null", "--size", "320x180",
+               "--control", ctl, "--duration", "9")
+    try:
+        first = p.stderr.readline()
+        assert first.startswith("vidharm run:"), first
+        for text in ('{"background": ', '{"harmonizer": "nosuch"}',
+                     '{"background": "%s"}' % (tmp_path / "missing.jpg"), '{"strength": 5}'):
+            time.sleep(1.6)
+            ctl.write_text(text)
+        so, se = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, se
+    assert "control file" in se and "ignored" in se                  # broken JSON
+    assert "nosuch" in se                                            # unknown harmonizer
+    assert "missing.jpg" in se and "does not exist" in se            # bad background
+    assert "'harmonizer.strength' in the control file" in se and "0.0 to 1.0" in se

@@ -941,13 +941,16 @@ class LiveEngine:
 
     def set_profile(self, profile: str | None = None, **overrides) -> None:
         """Apply a profile (and/or ``section.key`` overrides) without restarting."""
-        new_over = {**self.overrides, **{k: v for k, v in overrides.items() if v is not None}}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        new_over = {**self.overrides, **given}
         try:
+            if given:     # checked on their own first, so an error names where they came from
+                Config().apply(given, "the control file")
             cfg = load_config(profile or self.profile, new_over)
             from .registry import registry
             registry.harmonizers.get(cfg.harmonizer.name)
         except Exception as exc:
-            log.warning("profile change ignored: %s", _one_line(exc))
+            log.warning("settings change ignored: %s", _one_line(exc))
             return
         old = self.cfg
         self.cfg, self.overrides = cfg, new_over
