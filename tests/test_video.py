@@ -170,9 +170,9 @@ def test_orientation_from_matrix_matches_pyav_display_rotation(tmp_path, deg, hf
             c.mux(pk)
     with av.open(str(tmp_path / "m.mp4")) as c:
         frame = next(c.decode(video=0))
-        sd = [x for x in frame.side_data if x.type.name == "DISPLAYMATRIX"]
+        sd = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)  # PyAV 17-19
         import struct
-        m = struct.unpack("<9i", bytes(sd[0])[:36]) if sd else None
+        m = struct.unpack("<9i", bytes(sd)[:36]) if sd is not None else None
     o = orientation_from_matrix(m)
     expected = np.rot90(src, k=(deg // 90) % 4)        # PyAV: degrees counter-clockwise,
     if hflip:                                           # then mirror

@@ -172,13 +172,23 @@ def _sniff(path: str) -> str:
     return "other"
 
 
+def _av_open_lenient(av, path: str):
+    """Open for reading with metadata that is not valid UTF-8 tolerated. PyAV < 19 needs
+    ``metadata_errors="replace"`` for that; PyAV 19 dropped the argument (TypeError) and
+    decodes metadata leniently itself."""
+    try:
+        return av.open(path, mode="r", metadata_errors="replace")
+    except TypeError:
+        return av.open(path, mode="r")
+
+
 def open_input(path: str | os.PathLike):
     """Open ``path`` with PyAV for reading; every failure is a one-line :class:`InputError`."""
     av = _av()
     p = _display(path)
     size = check_input_file(p)
     try:
-        container = av.open(p, mode="r", metadata_errors="replace")
+        container = _av_open_lenient(av, p)
     except PermissionError:
         raise InputError(f"cannot read input '{p}' (permission denied)",
                          "check the file's permissions") from None
@@ -310,9 +320,10 @@ def orientation_from_matrix(m: tuple[int, ...] | None) -> Orientation:
 def _frame_orientation(frame, stream) -> Orientation:
     av = _av()
     try:
-        for sd in frame.side_data:
-            if sd.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
-                return orientation_from_matrix(struct.unpack("<9i", bytes(sd)[:36]))
+        # a Mapping keyed by type (iterating it gives SideData up to PyAV 18, types from 19)
+        sd = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+        if sd is not None:
+            return orientation_from_matrix(struct.unpack("<9i", bytes(sd)[:36]))
     except Exception:  # pragma: no cover - side data API differences
         pass
     tag = (stream.metadata or {}).get("rotate")  # legacy tag: degrees clockwise
