@@ -449,6 +449,26 @@ def _png_bomb(d: Path, fx: Fixtures) -> None:
 case("background: a 10-gigapixel PNG header", "pass",
      lambda d, fx: ["composite", fx.person, d / "bomb.png", "-o", d / "out" / "o.png"],
      setup=_png_bomb, needle="too large", timeout=60)
+def _huge_clip(d: Path, fx: Fixtures) -> None:
+    import av
+    import numpy as np
+    with av.open(str(d / "huge.mp4"), "w") as c:
+        s = c.add_stream("mpeg4", rate=1)
+        s.width, s.height, s.pix_fmt = 8000, 8000, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((8000, 8000, 3), np.uint8), format="rgb24")
+        for i in range(2):
+            frame.pts = i
+            for pk in s.encode(frame):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+
+
+case("transcode an 8000x8000 clip (pixel limit)", "also", _transcode(src=lambda d, fx: d / "huge.mp4"),
+     setup=_huge_clip, needle="limit", timeout=60)
+case("composite on an 8000x8000 video background", "also",
+     lambda d, fx: ["composite", fx.person, d / "huge.mp4", "-o", d / "out" / "o.png"],
+     setup=_huge_clip, needle="limit", timeout=60)
 case("unknown profile", "pass", _composite("--profile", "nosuch"), needle="nosuch")
 case("unknown profile key", "pass", _composite("--profile", "{d}/bad.toml"),
      setup=_profile("[harmonizer]\nstrenght = 1\n"), needle="strenght")

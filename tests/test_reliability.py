@@ -453,3 +453,29 @@ def test_control_file_mistakes_are_shown_without_verbose(tmp_path):
     assert "nosuch" in se                                            # unknown harmonizer
     assert "missing.jpg" in se and "does not exist" in se            # bad background
     assert "'harmonizer.strength' in the control file" in se and "0.0 to 1.0" in se
+
+
+# ------------------------------------------------------------------ also seen: video pixel limit
+def _huge_clip(path: Path, w: int = 8000, h: int = 8000) -> Path:
+    import av
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=1)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((h, w, 3), np.uint8), format="rgb24")
+        for i in range(2):
+            frame.pts = i
+            for pk in s.encode(frame):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    return path
+
+
+def test_video_over_the_pixel_limit_is_refused_from_its_header(tmp_path, stills):
+    person, _ = stills
+    clip = _huge_clip(tmp_path / "huge.mp4")
+    _one_error_line(run_cli("transcode", clip, "-o", tmp_path / "o.mp4", "-b", "blur",
+                            "--no-progress"), "8000x8000", "limit")
+    _one_error_line(run_cli("composite", person, clip, "-o", tmp_path / "o.png"),
+                    "background", "8000x8000")
+    assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.png").exists()

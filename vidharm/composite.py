@@ -209,6 +209,13 @@ class VideoBackground(BackgroundProvider):
             raise InputError(f"background '{self.path}' has no video stream",
                              "give an image or a video file")
         self._stream = vs[0]
+        from .video import check_video_pixels
+        cc = self._stream.codec_context
+        try:
+            check_video_pixels(cc.width or 0, cc.height or 0, str(self.path), "background")
+        except InputError:
+            self.close()
+            raise
         self._stream.thread_type = "AUTO"
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.frame_duration = float(1 / rate) if rate and rate > 0 else 1 / 30.0
@@ -434,6 +441,10 @@ def _probe_video(p: Path) -> bool:
         with av.open(str(p)) as c:
             if not c.streams.video:
                 return False
+            cc = c.streams.video[0].codec_context
+            from .video import MAX_VIDEO_PIXELS
+            if (cc.width or 0) * (cc.height or 0) > MAX_VIDEO_PIXELS:
+                return True                 # VideoBackground refuses it by its header
             for _ in c.decode(video=0):    # a stream FFmpeg cannot decode (a text file
                 return True                 # named .jpg, an SVG) is not a video background
             return False

@@ -359,6 +359,19 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return info
 
 
+#: The largest frame accepted (pixels), as for images: 8K UHD (33 Mpx) fits; an 8000x8000
+#: clip (64 Mpx, 5.7 GB in flight) does not.
+MAX_VIDEO_PIXELS = 50_000_000
+
+
+def check_video_pixels(width: int, height: int, p: str, what: str = "input") -> None:
+    """InputError when a video's frame size (from its header) is over the pixel limit."""
+    if width * height > MAX_VIDEO_PIXELS:
+        raise InputError(f"{what} '{p}' has {width}x{height} frames = {width * height:,} pixels, "
+                         f"over the limit of {MAX_VIDEO_PIXELS:,}",
+                         "scale the video down first (e.g. to 3840x2160)")
+
+
 def _indexed_frames(vs) -> int | None:
     """Frames the container's index promises (samples an edit list drops not counted)."""
     try:
@@ -380,6 +393,7 @@ def _describe(container, p: str):
     vs = video_stream(container, p)
     cc = vs.codec_context
     tb = vs.time_base or Fraction(1, 90000)
+    check_video_pixels(cc.width or 0, cc.height or 0, p)     # from the header, before decoding
     first = None
     try:
         vs.thread_type = "AUTO"
