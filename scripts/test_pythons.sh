@@ -18,8 +18,10 @@ cd "$(dirname "$0")/.."
 VERSIONS=("$@")
 [ ${#VERSIONS[@]} -eq 0 ] && VERSIONS=(3.10 3.11 3.12 3.13)
 VENVS=${VENVS:-$HOME/.cache/vidharm/pythons}
-TESTS=${TESTS:-"tests/test_config.py tests/test_color.py tests/test_doctor.py tests/test_cli.py tests/test_wheel.py"}
-TESTS_NO_TORCH=${TESTS_NO_TORCH:-"tests/test_config.py tests/test_doctor.py"}
+# torch-free: config, CLI, PyAV (decode, rotation, audio, transcode), MediaPipe, OpenCV, doctor
+TESTS_NO_TORCH=${TESTS_NO_TORCH:-"tests/test_config.py tests/test_color.py tests/test_imageio.py tests/test_video.py tests/test_segmentation.py tests/test_composite.py tests/test_transcode.py tests/test_cli.py tests/test_doctor.py"}
+# with torch also --version through the CLI and the wheel installed into a fresh venv
+TESTS=${TESTS:-"$TESTS_NO_TORCH tests/test_wheel.py"}
 TORCH_FREE_SKIP="torch kornia lion-pytorch"
 LOGS=out/pythons
 mkdir -p "$LOGS" "$VENVS"
