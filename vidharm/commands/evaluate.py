@@ -14,6 +14,8 @@ def load_model(spec: str):
 
 @click.command("eval", epilog="""\b
 Examples:
+  vidharm eval --recipes                             # FFHQH / light-change / unedited, held out
+  vidharm eval --recipes --harmonizer light --contact-sheet light.png
   vidharm eval --validation                          # held-out sources of the fetched data
   vidharm eval ~/data/iHarmony4 --weights iharmony512.pth --json > scores.json
   vidharm eval my_photos/ --weights default --contact-sheet sheet.png
@@ -34,14 +36,27 @@ Examples:
               help="network: the published protocol (network pixels); grid: how vidharm applies a model "
                    "(its effect fitted as a colour grid on the composite).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--recipes", is_flag=True,
+              help="Score a harmonizer as vidharm applies it on the held-out FFHQH, light-change "
+                   "and unedited sets, against the plain composite and the grid fitted with the "
+                   "ground truth.")
+@click.option("--harmonizer", default="phnet-grid", show_default=True,
+              help="With --recipes: any registered harmonizer (its --weights if learned).")
 def command(folder, validation, data_dir, weights, split, size, samples, max_samples, psnr_max,
-            contact_sheet, mode, as_json):
+            contact_sheet, mode, as_json, recipes, harmonizer):
     """Evaluate a model against the plain composite on an iHarmony4/FFHQH folder, a folder of
-    photos (synthetic composites), or the held-out validation split."""
+    photos (synthetic composites), the held-out validation split, or (--recipes) any
+    harmonizer on the held-out recipes."""
     from ..errors import InputError
     from ..training.evaluate import evaluate, render_table, to_json
+    if recipes:
+        if folder or validation:
+            raise InputError("--recipes takes no FOLDER or --validation", "see `vidharm eval --help`")
+        _recipes(data_dir, harmonizer, "" if weights in ("default", "none") else weights, size,
+                 contact_sheet, as_json)
+        return
     if bool(folder) == bool(validation):
-        raise InputError("give either a FOLDER or --validation", "see `vidharm eval --help`")
+        raise InputError("give either a FOLDER, --validation or --recipes", "see `vidharm eval --help`")
     if validation:
         from ..training.data import build_training_data
         from ..training.train import _default_data_dir
@@ -50,7 +65,11 @@ def command(folder, validation, data_dir, weights, split, size, samples, max_sam
         if dataset is None:
             raise InputError(f"no held-out photos in {dd}", "run scripts/fetch_training_data.py")
     else:
-        if not Path(folder).expanduser().is_dir():
+        where = Path(folder).expanduser()
+        if where.exists() and not where.is_dir():
+            raise InputError(f"'{folder}' is a file, not a folder",
+                             "give a folder of photos, an iHarmony4 or an FFHQH folder")
+        if not where.is_dir():
             raise InputError(f"evaluation folder '{folder}' does not exist", "give an existing folder")
         dataset = str(Path(folder).expanduser())
     model = None if weights == "none" else load_model(weights)
@@ -63,4 +82,19 @@ def command(folder, validation, data_dir, weights, split, size, samples, max_sam
         from rich.console import Console
         Console().print(render_table(report))
     if contact_sheet:
+        click.echo(f"wrote {contact_sheet}", err=True)
+
+
+def _recipes(data_dir, harmonizer, weights, size, contact_sheet, as_json):
+    from ..training import recipe_eval as R
+    fit = R.harmonizer_fit(harmonizer, weights)
+    sets = R.load_validation(data_dir, size=size,
+                             progress=lambda m: None if m.startswith(("mask", "skipped")) else
+                             click.echo(m, err=True))
+    sheet = [] if contact_sheet else None
+    report = R.evaluate_recipes(fit, sets, harmonizer + (f" ({weights})" if weights else ""), size,
+                                sheet=sheet)
+    click.echo(R.to_json(report) if as_json else R.render(report))
+    if contact_sheet:
+        R.contact_sheet(sheet, contact_sheet)
         click.echo(f"wrote {contact_sheet}", err=True)

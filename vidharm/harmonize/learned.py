@@ -16,9 +16,10 @@ from .base import GridHarmonizer
 
 
 class LearnedHarmonizer(GridHarmonizer):
-    """A harmonization network (default: the shipped phnet-lite), fitted as a colour grid."""
+    """A harmonization network (default: the shipped phnet-grid) as a colour grid."""
 
     default_weights = "default"
+    registry_name = "phnet"
 
     def __init__(self, cfg=None, cut_threshold: float = 0.08):
         from ..api import Harmonizer
@@ -30,6 +31,21 @@ class LearnedHarmonizer(GridHarmonizer):
                                               grid=(self.cfg.grid, self.cfg.grid))
         self.name = self.net.name
         super().__init__(0.0, cut_threshold)
+        self._check_arch()
+
+    #: architectures this harmonizer accepts in --weights (None: any)
+    archs: tuple | None = ("phnet", "grid")
+
+    def _check_arch(self) -> None:
+        config = getattr(self.net.model, "config", {}) or {}
+        arch = config.get("arch", "phnet")
+        if self.archs is not None and (arch not in self.archs or config.get("fmm")):
+            from ..errors import InputError
+            kind = "FMM" if arch == "fmm" or config.get("fmm") else arch
+            raise InputError(f"the weights '{self.cfg.weights}' hold a '{config.get('name', '?')}' "
+                             f"model ({kind}), not one for harmonizer '{self.registry_name}'",
+                             "pick the harmonizer that matches the weights (--harmonizer fmm for "
+                             "FMM weights, phnet-grid for grid weights)")
 
     @GridHarmonizer.smoothing.setter
     def smoothing(self, value: float) -> None:
@@ -63,12 +79,16 @@ class PhnetGrid(LearnedHarmonizer):
     of person and scene; vidharm's default (docs/model-card-grid.md)."""
 
     default_weights = "phnet-grid"
+    registry_name = "phnet-grid"
+    archs = ("grid",)
 
 
 class PhnetLite(LearnedHarmonizer):
     """phnet-lite (1.1M parameters): vidharm's shipped real-time PHNet."""
 
     default_weights = "phnet-lite"
+    registry_name = "phnet-lite"
+    archs = ("phnet",)
 
 
 class Fmm(LearnedHarmonizer):
@@ -76,9 +96,10 @@ class Fmm(LearnedHarmonizer):
     its shipped weights (docs/model-card-fmm.md), or ``--weights PATH``."""
 
     default_weights = "fmm"
+    registry_name = "fmm"
+    archs = None
 
-    def __init__(self, cfg=None, cut_threshold: float = 0.08):
-        super().__init__(cfg, cut_threshold)
+    def _check_arch(self) -> None:
         config = getattr(self.net.model, "config", {}) or {}
         if config.get("arch") != "fmm" and not config.get("fmm"):
             from ..errors import InputError

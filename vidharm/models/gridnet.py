@@ -127,8 +127,8 @@ def apply_coeffs(image: Tensor, mask: Tensor, coeffs: Tensor) -> Tensor:
     wx = interp_weights(w, gw, image.device, image.dtype)
     a = torch.matmul(torch.matmul(wy, planes), wx.t()).reshape(b, 3, 4, h, w)
     x = image.unsqueeze(1)                                                   # (B,1,3,H,W)
-    t = (a[:, :, :3] * x).sum(2) + a[:, :, 3]
-    return (image + mask * (t - image)).clamp(0.0, 1.0)
+    t = ((a[:, :, :3] * x).sum(2) + a[:, :, 3]).clamp(0.0, 1.0)      # T(x), clipped as applied
+    return image + mask * (t - image)
 
 
 def _stage(cin: int, cout: int) -> nn.Sequential:

