@@ -489,6 +489,23 @@ def test_control_file_switches_background(asset, tmp_path):
     assert eng.cfg.harmonizer.strength == 0.5
 
 
+def test_next_background_after_a_provider_goes_to_the_next_file(asset, tmp_path):
+    """`vidharm run` hands the engine a ready provider: 'n' must go to the file after it
+    (it used to reload the same one first)."""
+    from PIL import Image
+    from vidharm.composite import make_background
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (64, 48), GREEN).save(a)
+    Image.new("RGB", (64, 48), (0, 0, 255)).save(b)
+    sink = RecordingSink()
+    with make_background(str(a)) as bg:
+        eng = _engine(asset, sink, background=bg, backgrounds=[str(a), str(b)])
+        threading.Timer(0.6, eng.command, args=("next_background",)).start()
+        eng.run(duration=1.8)
+    corner = [tuple(int(v) for v in f[2, -3]) for f in sink.frames]
+    assert corner[0] == GREEN and corner[-1] == (0, 0, 255)
+
+
 def test_control_file_parse_json_and_toml(tmp_path):
     from vidharm.engine import ControlFile
     assert ControlFile.parse('{"pause": true}') == {"pause": True}

@@ -810,7 +810,10 @@ class LiveEngine:
         self.background = make_background(background, cfg) if self._owns_background else background
         self.background_spec = str(background) if self._owns_background else background.describe()
         self.backgrounds = [str(b) for b in backgrounds]
-        self._bg_index = _index_of(self.background_spec, self.backgrounds)
+        # a provider passed in (as `vidharm run` does) is found in the list by its file, so
+        # the first 'next background' goes to the one after it, not to itself
+        self._bg_index = _index_of(str(getattr(self.background, "path", self.background_spec)),
+                                   self.backgrounds)
         self.refiner = MaskRefiner(cfg.mask, smooth=True)
         self.worker = None
         try:
