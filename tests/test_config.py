@@ -13,9 +13,9 @@ def test_builtin_profiles_load():
 
 
 def test_flags_override_profile():
-    cfg = load_config("call-cpu", {"harmonizer.name": "none", "harmonizer.strength": None})
+    cfg = load_config("call-cpu", {"harmonizer.name": "none", "mask.refine_radius": None})
     assert cfg.harmonizer.name == "none"
-    assert cfg.harmonizer.strength == 0.8          # None = flag not given: profile value kept
+    assert cfg.mask.refine_radius == 10            # None = flag not given: profile value kept
     assert cfg.segmentation.model == "landscape"
 
 

@@ -45,8 +45,7 @@ class BackgroundConfig:
 class HarmonizerConfig:
     name: str = "phnet-grid"          # registry name: phnet-grid | light | none | phnet-lite | ...
     strength: float = 1.0             # 0 = plain composite, 1 = full harmonization
-    grid: int = 4                     # local statistics grid (stats harmonizer)
-    local_weight: float = 0.5         # local vs global statistics mix (stats harmonizer)
+    grid: int = 4                     # cells of the grid fitted to pixel models (phnet-lite, fmm)
     weights: str = ""                 # weights file for learned harmonizers ("" = default)
     device: str = "auto"              # auto | cpu | cuda
     work_size: int = 256              # the harmonizer's own resolution (short side)
@@ -158,7 +157,6 @@ LIMITS: dict[str, tuple] = {
     "background.blur_sigma": (0.0, 500.0),
     "harmonizer.strength": (0.0, 1.0),
     "harmonizer.grid": (1, 32),
-    "harmonizer.local_weight": (0.0, 1.0),
     "harmonizer.work_size": (16, 4096),
     "harmonizer.device": ("auto", "cpu", "cuda"),
     "output.crf": (0, 51),
