@@ -412,6 +412,7 @@ class PreviewSink:
         self._wait_key = wait_key
         self._destroy = destroy
         self._visible = window_visible
+        self._resize = None
         self.check_display = check_display and imshow is None
         self.overlay = ""
         self.frames = 0
@@ -429,7 +430,11 @@ class PreviewSink:
                                        "file / null")
         if not self._custom:
             import cv2
-            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+            # resizable, aspect kept, no Qt toolbar/status bar; sized to the frame on the
+            # first one (Qt opens a WINDOW_NORMAL window at 400x300, overlay unreadable)
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO
+                            | cv2.WINDOW_GUI_NORMAL)
+            self._resize = cv2.resizeWindow
             self._imshow = cv2.imshow
             self._wait_key = cv2.waitKey
             self._destroy = cv2.destroyWindow
@@ -456,6 +461,10 @@ class PreviewSink:
         if not self._opened:
             self.open()
         img = self._draw(rgb)
+        if self.frames == 0 and self._resize is not None:
+            h, w = img.shape[:2]
+            k = min(1.0, 1280 / w)                 # 1080p frames: a window that fits a laptop
+            self._resize(self.title, int(w * k), int(h * k))
         self._imshow(self.title, img)
         self.last_shown = img
         self.frames += 1
