@@ -380,7 +380,8 @@ def linux_virtual_camera(root: Path | str = "/", querycap=v4l2_querycap) -> list
                     f"exclusive_caps=1' | sudo tee /etc/modprobe.d/vidharm-v4l2loopback.conf")
     if opts is None:
         out.append(Line(sec, "note", "no options in /etc/modprobe.d/: after a reboot the device "
-                                     "gets another label and exclusive_caps=0", persist_opts))
+                                     "is gone, or back with the default label and "
+                                     "exclusive_caps=0", persist_opts))
     else:
         label, ex = _option(opts, "card_label"), _option(opts, "exclusive_caps")
         rel = conf.relative_to(root)
