@@ -3,6 +3,8 @@
     .venv/bin/python bench/bench_live.py                              # 720p and 1080p, 30 s each
     .venv/bin/python bench/bench_live.py --sizes 720 --seconds 300    # the 5-minute target run
     .venv/bin/python bench/bench_live.py --sizes 720 --minutes 30     # soak: memory, stalls
+    .venv/bin/python bench/bench_live.py --compare none,light,phnet-grid --seconds 60 \
+        --chart docs/bench_live.png                                   # side by side, CPU
 
 The sample clip is upscaled (bicubic) and encoded once to H.264 at each size (cached under
 the vidharm cache, not timed); :class:`FileSource` plays it at its real pace (30 fps), looping,
@@ -15,6 +17,12 @@ them), harmonizer refresh Hz and fit time, added latency p50/p95/max (capture ->
 the moment the decoded frame exists to the moment the sink returned), the longest gap
 between two sent frames (stall), ms per stage, and the machine's load average at the start
 (the machine may be shared).
+
+Compare (``--compare A,B,C``): the harmonizers one after the other in this process (the same
+as ``vidharm bench live``), one row each: cores used (process CPU time / wall time, all
+threads), fps, dropped, latency p50/p95, refresh, and CPU ms per frame by part (capture thread,
+the frame loop's stages, the harmonizer thread, native threads: MediaPipe's and FFmpeg's);
+``--chart PNG`` draws it.
 
 Soak (``--minutes``): one long run; the process RSS is sampled every 5 s; memory growth is
 the last sample against the first sample after one minute (warm-up: caches, allocator
@@ -38,16 +46,8 @@ def rss_mb() -> float:
 
 
 def upscaled_clip(height: int, frames: int = 150) -> tuple[str, tuple[int, int]]:
-    from vidharm import assets
-    from vidharm.commands.bench import make_test_clip
-    w = int(round(height * 16 / 9 / 2)) * 2
-    out = assets.cache_dir() / "bench" / f"sample_{w}x{height}_{frames}.mp4"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp.mp4")
-        make_test_clip(str(assets.path("sample-clip")), tmp, (w, height), frames)
-        os.replace(tmp, out)
-    return str(out), (w, height)
+    from vidharm.commands.bench import live_clip
+    return live_clip(height, frames)
 
 
 def run_once(cfg, clip, size, seconds, max_hz, background, soak_sample=None, budget=None,
@@ -92,6 +92,9 @@ def main(argv=None) -> int:
                     help="harmonizer CPU budget, fraction of a core (default: the engine's)")
     ap.add_argument("--switch-ms", type=float, default=None,
                     help="Python GIL switch interval in ms (default: the engine's)")
+    ap.add_argument("--compare", default=None, metavar="A,B,C",
+                    help="harmonizers side by side (e.g. none,light,phnet-grid), first size only")
+    ap.add_argument("--chart", default=None, metavar="PNG", help="with --compare: a chart")
     args = ap.parse_args(argv)
 
     from vidharm import assets
@@ -120,6 +123,19 @@ def main(argv=None) -> int:
     print(f"bench_live: harmonizer={name} profile={args.profile} segmentation="
           f"{cfg.segmentation.model} refresh cap={max_hz or 'none'} Hz cpu_count={os.cpu_count()} "
           f"loadavg={load[0]:.2f},{load[1]:.2f},{load[2]:.2f} cuda={cuda}")
+    if args.compare:
+        from vidharm.commands.bench import live_chart, live_compare, live_header
+        kw = {"grid_mode": args.grid, "max_refresh_hz": max_hz}
+        if args.budget is not None:
+            kw["harmonizer_budget"] = args.budget
+        print(live_header())
+        rows = live_compare([h for h in args.compare.split(",") if h], sizes[0], args.seconds,
+                            args.profile, args.weights, args.background, **kw)
+        if args.chart:
+            print("wrote", live_chart(rows, args.chart, title=f"vidharm live, {args.profile}, "
+                                      f"{args.seconds:g} s each, load {load[0]:.1f} on "
+                                      f"{os.cpu_count()} cores"))
+        return 0
     if args.minutes:
         clip, size = upscaled_clip(sizes[0])
         s, samples, eng = run_once(cfg, clip, size, args.minutes * 60, max_hz, bg, soak_sample=5.0,

@@ -653,3 +653,50 @@ def test_mailbox_latest_wins():
     assert one.put("b") is True and one.get(0) == "b"
     one.close()
     assert one.get(5) is None                                # closed: no waiting
+
+
+def test_telemetry_cpu_accounting(tmp_path):
+    """Cores = process CPU / wall; CPU ms per frame per stage, per helper thread, native
+    threads from /proc (a faked task folder), and the rest as 'other'."""
+    from vidharm.telemetry import Telemetry, native_threads_cpu, one_line
+    task = tmp_path / "task"
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def thread(tid, name, ticks):
+        (task / tid).mkdir(parents=True, exist_ok=True)
+        rest = " ".join(["S"] + ["0"] * 10 + [str(ticks), "0"] + ["0"] * 30)
+        (task / tid / "stat").write_text(f"{tid} ({name}) {rest}\n")
+
+    thread("1", "python", 5 * tick)
+    thread("2", "drishti_main", tick)
+    thread("3", "av:h264:df0", tick)
+    assert native_threads_cpu(str(task)) == pytest.approx(2.0)
+    assert native_threads_cpu(str(tmp_path / "none")) is None
+    now, cpu = [0.0], [10.0]
+    tel = Telemetry(clock=lambda: now[0])
+    tel.cpu_clock = lambda: cpu[0]
+    import vidharm.telemetry as T
+    native = iter([1.0, 1.3])
+    orig = T.native_threads_cpu
+    T.native_threads_cpu = lambda: next(native)
+    try:
+        tel.start()
+        for i in range(30):
+            now[0] = (i + 1) / 30
+            tel.frame(0.01, {"segment": 0.004}, cpu={"segment": 0.002, "refine": 0.003})
+            tel.cpu("capture", 0.001)
+        tel.cpu("harmonizer", 0.06)
+        cpu[0] = 10.6                      # 0.6 s of CPU over 1 s
+        tel.stop()
+    finally:
+        T.native_threads_cpu = orig
+    tel.cpu("capture", 5.0)                # after stop: ignored
+    s = tel.summary()
+    assert s["cores"] == pytest.approx(0.6)
+    ms = s["cpu_ms"]
+    assert ms["segment"] == pytest.approx(2.0) and ms["refine"] == pytest.approx(3.0)
+    assert ms["capture"] == pytest.approx(1.0) and ms["harmonizer"] == pytest.approx(2.0)
+    assert ms["native"] == pytest.approx(10.0)
+    assert ms["other"] == pytest.approx(2.0)            # 20 ms per frame in all
+    assert sum(ms.values()) == pytest.approx(20.0)
+    assert "CPU 0.60 cores" in one_line(s)

@@ -530,6 +530,7 @@ class HarmonizerWorker:
         """One fit on ``job`` = (rgb, background, mask, t, cut) at low resolution."""
         rgb, bg, mask, t, cut_flag = job
         t0 = time.perf_counter()
+        c0 = time.thread_time()
         requests = self._cut_requests
         forced = bool(cut_flag) or requests != self._cuts_seen
         self._cuts_seen = requests
@@ -559,6 +560,8 @@ class HarmonizerWorker:
                 self.diag_error + 0.1 * (err - self.diag_error)
         grid = self.smoother.update(grid, t, change, cut, forced=forced)
         fit_s = time.perf_counter() - t0
+        if self.telemetry is not None and self.threaded:   # (sync: inside "apply")
+            self.telemetry.cpu("harmonizer", time.thread_time() - c0)
         if cut or forced:
             self._epoch += 1
         if self._last_t is not None and t > self._last_t:
@@ -864,6 +867,8 @@ class LiveEngine:
         self.quit_reason = ""
         self.last_mask: np.ndarray | None = None
         self.last_bg: np.ndarray | None = None
+        self._stage_cpu: dict[str, float] = {}
+        self._cpu_mark: float | None = None
         if hasattr(source, "on_event") and getattr(source, "on_event", None) is None:
             source.on_event = self._source_event
 
@@ -1009,6 +1014,8 @@ class LiveEngine:
             self._swaps.put(self.refiner.reset)
 
     def _capture(self) -> None:
+        cpu = time.thread_time
+        c0 = cpu()
         try:
             for rgb, t in self.source:
                 if self._stop.is_set():
@@ -1018,6 +1025,9 @@ class LiveEngine:
                     rgb = cover_crop(rgb, self.resize_to)
                 if self._frames.put((rgb, float(t), now)):
                     self.telemetry.dropped()
+                c1 = cpu()
+                self.telemetry.cpu("capture", c1 - c0)
+                c0 = c1
         except Exception as exc:
             # the run ends and reports it (exit code): a source that broke is not a success
             self.source_error = exc
@@ -1138,11 +1148,18 @@ class LiveEngine:
 
     def _frame(self, rgb: np.ndarray, t_media: float, t_cap: float) -> None:
         out, stages, private = self.process(rgb, t_media)
+        cpu = self._stage_cpu
         t_s = self.clock()
+        c_s = time.thread_time()
         self._send(out, t_cap)
         done = self.clock()
+        cpu["sink"] = time.thread_time() - c_s
         stages["sink"] = done - t_s
-        self.telemetry.frame(done - t_cap, stages, privacy=private, now=done)
+        c_end = time.thread_time()
+        if self._cpu_mark is not None:   # the loop's own work since the last frame
+            cpu["loop"] = max(0.0, c_end - self._cpu_mark - sum(cpu.values()))
+        self._cpu_mark = c_end
+        self.telemetry.frame(done - t_cap, stages, privacy=private, now=done, cpu=cpu)
         self._last_out = out
         self._n += 1
         self._status(done, done - t_cap)
@@ -1264,9 +1281,13 @@ class LiveEngine:
         ``private`` is True when the frame is the background alone because the mask could not
         be trusted. The raw camera frame is never returned."""
         clock = time.perf_counter
+        cpu_clock = time.thread_time
         stages: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+        self._stage_cpu = cpu           # this thread's CPU seconds per stage (telemetry)
         h, w = rgb.shape[:2]
         self._last_t_media = t
+        c0 = cpu_clock()
         t0 = clock()
         reason = None
         raw = None
@@ -1285,7 +1306,9 @@ class LiveEngine:
             self._privacy_since = None
             self._logged = {k for k in self._logged if not k.startswith("privacy:")}
         t1 = clock()
+        c1 = cpu_clock()
         stages["segment"] = t1 - t0
+        cpu["segment"] = c1 - c0
         mask = None
         if reason is None:
             try:
@@ -1295,15 +1318,20 @@ class LiveEngine:
             except Exception as exc:
                 reason = f"mask refinement failed ({type(exc).__name__}: {_first_line(exc)})"
         t2 = clock()
+        c2 = cpu_clock()
         stages["refine"] = t2 - t1
+        cpu["refine"] = c2 - c1
         if reason is not None:
             out = self._background_only(rgb, t, reason)
             stages["background"] = clock() - t2
+            cpu["background"] = cpu_clock() - c2
             return out, stages, True
         try:
             bg = self.background.frame((w, h), t, current=rgb, mask=mask)
             t3 = clock()
+            c3 = cpu_clock()
             stages["background"] = t3 - t2
+            cpu["background"] = c3 - c2
             if self.show_mask:
                 m8 = (mask * 255.0 + 0.5).astype(np.uint8)
                 out = np.repeat(m8[:, :, None], 3, axis=2)
@@ -1314,12 +1342,14 @@ class LiveEngine:
             if self.harmonize_on and self.worker is not None:
                 self._post_job(rgb, bg, mask, t)
             stages["apply"] = clock() - t3
+            cpu["apply"] = cpu_clock() - c3
             self.last_mask, self.last_bg = mask, bg       # for previews and measurements
             return out, stages, False
         except Exception as exc:
             out = self._background_only(rgb, t, f"compositing failed ({type(exc).__name__}: "
                                                  f"{_first_line(exc)})")
             stages["background"] = clock() - t2
+            cpu["background"] = cpu_clock() - c2
             return out, stages, True
 
     def _post_job(self, rgb, bg, mask, t) -> None:

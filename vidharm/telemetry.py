@@ -104,11 +104,21 @@ class Telemetry:
         self._last_send: float | None = None
         self._bucket: _Second | None = None
         self.notes: list[str] = []
+        # CPU time: per stage of the frame loop (that thread's CPU), per helper thread
+        # ("capture", "harmonizer"), and the whole process between start() and stop()
+        self.cpu_sum: dict[str, float] = {}
+        self.cpu_start: float | None = None
+        self.cpu_end: float | None = None
+        self.cpu_clock: Callable[[], float] = time.process_time
+        self._native_start: float | None = None
+        self._native_s: float | None = None
 
     # ------------------------------------------------------------------ feeding
     def start(self) -> None:
         with self._lock:
             self.t_start = self.clock()
+            self.cpu_start = self.cpu_clock()
+            self._native_start = native_threads_cpu()
             self._bucket = _Second(self.t_start)
 
     def _tick(self, now: float) -> _Second | None:
@@ -142,13 +152,17 @@ class Telemetry:
         self._last_send = now
 
     def frame(self, latency_s: float, stages: dict[str, float] | None = None,
-              privacy: bool = False, now: float | None = None) -> None:
-        """A processed frame was sent; ``stages`` in seconds."""
+              privacy: bool = False, now: float | None = None,
+              cpu: dict[str, float] | None = None) -> None:
+        """A processed frame was sent; ``stages`` in seconds (wall), ``cpu`` the frame
+        loop's CPU seconds per stage."""
         now = self.clock() if now is None else now
         with self._lock:
             b = self._tick(now)
             if b is None:
                 return
+            for s, v in (cpu or {}).items():
+                self.cpu_sum[s] = self.cpu_sum.get(s, 0.0) + v
             self.frames += 1
             b.frames += 1
             self.latency.add(latency_s)
@@ -193,6 +207,14 @@ class Telemetry:
             b.refreshes += 1
             self.fit_hist.add(fit_s)
 
+    def cpu(self, part: str, seconds: float) -> None:
+        """CPU seconds spent by a helper thread (``capture``: decoding and resizing camera
+        frames; ``harmonizer``: fits), counted while the run is on."""
+        with self._lock:
+            if self.t_start is None or self.t_end is not None:
+                return
+            self.cpu_sum[part] = self.cpu_sum.get(part, 0.0) + seconds
+
     def note(self, text: str) -> None:
         """Something worth saying in the summary (camera fallback, CUDA fallback...)."""
         with self._lock:
@@ -205,6 +227,10 @@ class Telemetry:
             if self.t_end is not None:
                 return
             self.t_end = self.clock()
+            self.cpu_end = self.cpu_clock()
+            native = native_threads_cpu()
+            if native is not None and self._native_start is not None:
+                self._native_s = max(0.0, native - self._native_start)
             if self._bucket is not None and self._bucket.frames + self._bucket.repeated:
                 self._close_bucket(self._bucket)
             self._bucket = None
@@ -215,6 +241,16 @@ class Telemetry:
             end = self.t_end if self.t_end is not None else self.clock()
             secs = max(1e-9, end - (self.t_start if self.t_start is not None else end))
             offered = self.frames + self.drops
+            cpu_end = self.cpu_end if self.cpu_end is not None else self.cpu_clock()
+            cpu_s = cpu_end - self.cpu_start if self.cpu_start is not None else float("nan")
+            per = 1000.0 / max(self.frames, 1)
+            cpu_ms = {k: v * per for k, v in self.cpu_sum.items()}
+            if cpu_ms and self._native_s is not None:
+                cpu_ms["native"] = self._native_s * per
+            if cpu_ms and math.isfinite(cpu_s):
+                # MediaPipe's and OpenCV's own worker threads, GIL hand-overs, the control
+                # file, telemetry: whatever the counted parts do not cover
+                cpu_ms["other"] = max(0.0, cpu_s * per - sum(cpu_ms.values()))
             return {
                 "seconds": secs,
                 "frames": self.frames,
@@ -233,6 +269,9 @@ class Telemetry:
                 "stages_ms": {s: 1000.0 * self.stage_sum[s] / self.stage_n[s]
                               for s in self.stage_sum if self.stage_n.get(s)},
                 "notes": list(self.notes),
+                "cpu_s": cpu_s,
+                "cores": cpu_s / secs,
+                "cpu_ms": cpu_ms,
             }
 
     def save_chart(self, path, title: str = "vidharm run") -> str:
@@ -282,6 +321,31 @@ class Telemetry:
         return str(path)
 
 
+def native_threads_cpu(task_dir: str = "/proc/self/task") -> float | None:
+    """CPU seconds so far of this process's threads that Python did not start (Linux: the
+    threads whose name is not "python..."): MediaPipe's inference threads ("drishti..."),
+    FFmpeg's decoder threads, OpenCV's pool. None where /proc is not there."""
+    import os
+    try:
+        tids = os.listdir(task_dir)
+        tick = float(os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, AttributeError):
+        return None
+    total = 0
+    for tid in tids:
+        try:
+            with open(f"{task_dir}/{tid}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue                      # the thread ended meanwhile
+        comm = st[st.find("(") + 1: st.rfind(")")]
+        if comm.startswith(("python", "vidharm")):
+            continue
+        fields = st[st.rfind(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])        # utime + stime
+    return total / tick
+
+
 def _f(v: float, fmt: str = "{:.0f}") -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v)
 
@@ -294,6 +358,8 @@ def one_line(s: dict) -> str:
             f"dropped {s['dropped']} ({s['dropped_pct']:.1f} %), "
             f"harmonizer {s['refresh_hz']:.1f} Hz"
             + (f" (fit p50 {_f(s['fit_ms_p50'])} ms)" if s.get("refreshes") else ""))
+    if s.get("cores") is not None and math.isfinite(s["cores"]):
+        text += f", CPU {s['cores']:.2f} cores"
     if s.get("repeated"):
         text += f", repeated {s['repeated']}"
     if s.get("privacy_frames"):
