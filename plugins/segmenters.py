@@ -47,6 +47,13 @@ class MediaPipeSegmenter:
 
     name = "mediapipe"
 
+    #: (w, h) each built-in model runs at: MediaPipe resizes any frame to it and resizes the
+    #: mask back to the frame, so a frame already reduced to (at least) this size gives the
+    #: same mask at that size for less work (see :func:`vidharm.mask.segmentation_input`)
+    MODEL_SIZES = {"general": (256, 256), "landscape": (256, 144),
+                   "selfie_segmentation.tflite": (256, 256),
+                   "selfie_segmentation_landscape.tflite": (256, 144)}
+
     def __init__(self, cfg: Any = None, *, model: str | None = None,
                  threshold: float | None = None):
         c = _seg_cfg(cfg)
@@ -62,6 +69,11 @@ class MediaPipeSegmenter:
         self._offset_ms = 0.0
         self._closed = False
         self._video = self._create("VIDEO")   # validates the model now, not on the first frame
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(w, h) the model sees, for the built-in models; None for another .tflite."""
+        return self.MODEL_SIZES.get(self.model) or self.MODEL_SIZES.get(self.model_path.name)
 
     # ------------------------------------------------------------------ graphs
     def _create(self, mode: str):

@@ -64,6 +64,7 @@ from .color import ColorGrid, apply_grid_fused, fit_grid
 from .composite import BackgroundProvider, BlurBackground, composite, cover_crop, make_background
 from .config import Config, load_config
 from .errors import ConfigError, VidharmError
+from .mask import segmentation_input
 from .telemetry import Telemetry
 
 log = logging.getLogger("vidharm.live")
@@ -1291,9 +1292,14 @@ class LiveEngine:
         t0 = clock()
         reason = None
         raw = None
+        small = None
         try:
-            raw = self.segmenter.segment(rgb, t)
-            reason = check_mask(raw, (h, w))
+            # the model's own input size: the mask comes back at that size (the refiner
+            # works at a reduced size anyway); the refiner's guide is made on the way
+            seg_in, small = segmentation_input(rgb, getattr(self.segmenter, "input_size", None)
+                                               if self.refiner.guided else None)
+            raw = self.segmenter.segment(seg_in, t)
+            reason = check_mask(raw, seg_in.shape[:2])
             self._seg_streak = 0
         except Exception as exc:
             reason = f"segmentation failed ({type(exc).__name__}: {_first_line(exc)})"
@@ -1312,7 +1318,7 @@ class LiveEngine:
         mask = None
         if reason is None:
             try:
-                mask = self.refiner(raw, rgb)
+                mask = self.refiner(raw, rgb, small=small)
                 if not math.isfinite(float(mask.sum(dtype=np.float64))):
                     reason = "the refined mask has NaN/inf values"
             except Exception as exc:

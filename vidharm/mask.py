@@ -31,7 +31,7 @@ from .config import MaskConfig
 from .errors import InputError
 
 __all__ = ["GuidedFilter", "guided_filter", "refine_mask", "scaled_radius", "work_size",
-           "MaskSmoother", "MaskRefiner", "to_float_mask", "tighten_"]
+           "MaskSmoother", "MaskRefiner", "to_float_mask", "tighten_", "segmentation_input"]
 
 #: short side (pixels) of the working resolution used for the filter coefficients and motion
 WORK_SHORT_SIDE = 180
@@ -96,6 +96,31 @@ def _resize(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
     if (img.shape[1], img.shape[0]) == wh:
         return img
     return cv2.resize(img, wh, interpolation=cv2.INTER_AREA)
+
+
+def segmentation_input(frame: np.ndarray, model_size: tuple[int, int] | None,
+                       short_side: int = WORK_SHORT_SIDE):
+    """The frame to give a segmentation model that works at ``model_size`` (w, h), and the
+    frame at the refiner's working size when it was made on the way (else None): the frame
+    reduced, aspect kept, to the smallest size that still covers the model's input in both
+    directions (a 1280x720 frame for the 256x144 landscape model: 256x144; for the 256x256
+    general model: 455x256). The model then returns its mask at that size, which
+    :class:`MaskRefiner` takes as it is (it works at a reduced size anyway): no full-size
+    resize inside the model's graph and no full-size mask to copy, clip and reduce again
+    (about 1.5 ms per 720p frame). ``model_size`` None, or a frame already that small: the
+    frame itself."""
+    if not model_size:
+        return frame, None
+    h, w = frame.shape[:2]
+    s = max(model_size[0] / w, model_size[1] / h)
+    if s >= 1.0:
+        return frame, None
+    target = (max(1, int(round(w * s))), max(1, int(round(h * s))))
+    wh = work_size(frame.shape, short_side)
+    if target[0] <= wh[0] and target[1] <= wh[1]:
+        small = _resize(frame, wh)             # the refiner's guide, made once
+        return cv2.resize(small, target, interpolation=cv2.INTER_AREA), small
+    return _resize(frame, target), None
 
 
 def _low_res_mask(mask: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
@@ -467,7 +492,10 @@ class MaskRefiner:
         if self.smoother is not None:
             self.smoother.reset()
 
-    def __call__(self, mask: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    def __call__(self, mask: np.ndarray, frame: np.ndarray,
+                 small: np.ndarray | None = None) -> np.ndarray:
+        """``small``: the frame at :func:`work_size` when the caller already has it (see
+        :func:`segmentation_input`)."""
         _check_frame(frame)
         H, W = frame.shape[:2]
         if not self.guided:
@@ -476,7 +504,8 @@ class MaskRefiner:
                 m = self.smoother(m, frame)
             return _resize(m, (W, H)) if m.shape != (H, W) else m
         wh = work_size(frame.shape)
-        small = _resize(frame, wh)
+        if small is None or small.shape[:2] != (wh[1], wh[0]):
+            small = _resize(frame, wh)
         m_low = _low_res_mask(mask, wh)
         p = self.gf.ws("p", m_low.shape)
         np.copyto(p, m_low)

@@ -14,6 +14,7 @@ import numpy as np
 from .color import apply_grid_fused
 from .composite import composite
 from .config import Config
+from .mask import segmentation_input
 from .registry import registry
 
 STAGES = ("segment", "refine", "composite", "harmonize")
@@ -80,9 +81,13 @@ class FramePipeline:
         clock = time.perf_counter
         t0 = clock()
         self._last_rgb = rgb
-        raw = self.segmenter.segment(rgb, t if self.video else None)
+        # the model's own input size: the mask comes back at that size and the refiner's
+        # guide is made on the way (see vidharm.mask.segmentation_input)
+        seg_in, small = segmentation_input(rgb, getattr(self.segmenter, "input_size", None)
+                                           if self.refiner.guided else None)
+        raw = self.segmenter.segment(seg_in, t if self.video else None)
         t1 = clock()
-        mask = self.refiner(raw, rgb)
+        mask = self.refiner(raw, rgb, small=small)
         t2 = clock()
         h, w = rgb.shape[:2]
         bg = self.background.frame((w, h), t or 0.0, current=rgb, mask=mask)
