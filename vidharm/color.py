@@ -101,14 +101,25 @@ def _apply(src: np.ndarray, base: np.ndarray, mask: np.ndarray, grid: ColorGrid)
     coeffs = grid.coeffs.reshape(gh, gw, 12).astype(np.float32)
     coeffs[..., 3::4] *= 255.0                                         # offsets on the 0..255 scale
     diagonal = not np.any(coeffs[..., _OFF_DIAGONAL])
-    if diagonal and gh * gw > 1:
+    if gh * gw == 1:
+        t_src = _apply_global(src[ys, xs], coeffs[0, 0])
+    elif diagonal:
         t_src = _apply_diagonal(src[ys, xs], coeffs, h, w, ys, xs)
     else:
         t_src = _apply_affine(src[ys, xs], coeffs, h, w, ys, xs, diagonal)
-    m = np.ascontiguousarray(mask[ys, xs], dtype=np.float32)
-    # cv2.blendLinear: (a * wa + b * wb) / (wa + wb), rounded; exact base where m == 0
-    out[ys, xs] = cv2.blendLinear(t_src, np.ascontiguousarray(base[ys, xs]), m, 1.0 - m)
+    m = mask[ys, xs]                      # views: OpenCV reads row-strided arrays as they are
+    if m.dtype != np.float32:
+        m = m.astype(np.float32)
+    # cv2.blendLinear: (a * wa + b * wb) / (wa + wb), rounded; exact base where m == 0;
+    # written straight into the output's box
+    cv2.blendLinear(t_src, base[ys, xs], m, cv2.subtract(1.0, m), dst=out[ys, xs])
     return out
+
+
+def _apply_global(crop: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """One 3x4 transform for every pixel (a 1x1 grid): OpenCV's per-pixel matrix transform,
+    uint8 in and out, in one pass (rounded and saturated)."""
+    return cv2.transform(crop, c.reshape(3, 4).astype(np.float64))
 
 
 def _apply_diagonal(crop: np.ndarray, coeffs: np.ndarray, h: int, w: int, ys: slice,
@@ -129,7 +140,7 @@ def _apply_diagonal(crop: np.ndarray, coeffs: np.ndarray, h: int, w: int, ys: sl
     fields = np.matmul(wx[None], np.einsum("hg,gwk->hwk", wy, coeffs[..., _DIAGONAL]))  # (hq, wq, 6)
     gain = cv2.resize(np.ascontiguousarray(fields[..., 0::2]), (ww, hh), interpolation=cv2.INTER_LINEAR)
     offset = cv2.resize(np.ascontiguousarray(fields[..., 1::2]), (ww, hh), interpolation=cv2.INTER_LINEAR)
-    scaled = cv2.multiply(np.ascontiguousarray(crop), gain, dtype=cv2.CV_32F)
+    scaled = cv2.multiply(crop, gain, dtype=cv2.CV_32F)
     return cv2.add(scaled, offset, dtype=cv2.CV_8U)                     # rounded, saturated
 
 
