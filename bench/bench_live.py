@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     bg = args.background or str(assets.path("sample-background"))
     sizes = [int(s) for s in args.sizes.split(",")]
     load = os.getloadavg()
-    print(f"bench_live: harmonizer={name} profile={args.profile} segmentation="
+    print(f"bench_live: harmonizer={args.compare or name} profile={args.profile} segmentation="
           f"{cfg.segmentation.model} refresh cap={max_hz or 'none'} Hz cpu_count={os.cpu_count()} "
           f"loadavg={load[0]:.2f},{load[1]:.2f},{load[2]:.2f} cuda={cuda}")
     if args.compare:

@@ -700,3 +700,30 @@ def test_telemetry_cpu_accounting(tmp_path):
     assert ms["other"] == pytest.approx(2.0)            # 20 ms per frame in all
     assert sum(ms.values()) == pytest.approx(20.0)
     assert "CPU 0.60 cores" in one_line(s)
+
+
+def test_harmonizer_refresh_follows_the_change():
+    """Automatic cap on the CPU: CPU_STEADY_HZ while the scene is steady, the cap right after
+    a change, back down within about a second."""
+    from vidharm.engine import CPU_REFRESH_HZ, CPU_STEADY_HZ, HarmonizerWorker
+    worker = HarmonizerWorker(_cfg(), threaded=False, cpu_budget=0.4)
+    assert worker.max_hz == CPU_REFRESH_HZ and CPU_STEADY_HZ < CPU_REFRESH_HZ
+    pause = lambda: worker._pause_after(100.0, 100.005)               # noqa: E731
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(60, 200, (90, 160, 3), dtype=np.uint8)
+    bg = np.full_like(rgb, 120)
+    mask = np.zeros((90, 160), np.float32)
+    mask[20:, 50:110] = 1.0
+    worker.step((rgb, bg, mask, 0.0, True))                            # a cut: fast
+    assert pause() == pytest.approx(1 / CPU_REFRESH_HZ - 0.005)
+    for i in range(1, 40):                                             # 2 s steady
+        worker.step((rgb, bg, mask, i / 20, False))
+    assert worker.recent_change < 0.05
+    assert pause() == pytest.approx(1 / CPU_STEADY_HZ - 0.005, rel=0.05)
+    brighter = np.clip(rgb.astype(np.int16) + 40, 0, 255).astype(np.uint8)
+    worker.step((brighter, bg, mask, 2.0, False))                      # the light goes up
+    assert pause() == pytest.approx(1 / CPU_REFRESH_HZ - 0.005, rel=0.05)
+    worker.max_hz = 15.0
+    worker._auto_hz = False                                            # a cap given: kept
+    worker.recent_change = 0.0
+    assert pause() == pytest.approx(1 / 15 - 0.005)

@@ -360,6 +360,13 @@ def diagonal_refit(grid: ColorGrid, comp: np.ndarray, mask: np.ndarray, short_si
 #: default cap on harmonizer refreshes per second when the model runs on the CPU (the frame
 #: loop needs the rest of a 2-core machine); on CUDA there is no cap
 CPU_REFRESH_HZ = 15.0
+#: with the automatic cap on the CPU, the refresh rate while the scene is steady: the grid is
+#: smoothed over ``tau_steady`` (0.5 s) then anyway, so more fits change nothing visible; it
+#: rises to the cap with the change detector's measure of change (light switched on, person
+#: moving in), and stays up for :data:`CHANGE_HOLD_S` after one (11: the target is >= 10 Hz
+#: and a fit waits up to a frame for its job)
+CPU_STEADY_HZ = 11.0
+CHANGE_HOLD_S = 0.5
 #: on the CPU the harmonizer thread uses at most this fraction of one core (see
 #: :meth:`HarmonizerWorker._pause_after`)
 CPU_BUDGET = 0.4
@@ -404,6 +411,7 @@ class HarmonizerWorker:
         self.errors = 0
         self.fits = 0
         self.refresh_interval = 0.1          # EMA of video time between publishes
+        self.recent_change = 1.0             # the largest recent change (decays, see step)
         self._seq = 0
         self._epoch = 0
         self._cut_requests = 0       # incremented by other threads; compared, never reset
@@ -538,6 +546,10 @@ class HarmonizerWorker:
         comp = composite(rgb, bg, mask)
         stats = scene_stats(rgb, bg, mask)
         change, cut = self.detector.update(stats, t, force_cut=forced)
+        held = self.recent_change
+        if self._last_t is not None and t > self._last_t:
+            held *= math.exp(-(t - self._last_t) / CHANGE_HOLD_S)
+        self.recent_change = max(change, held)
         h = self.harmonizer
         if cut:
             h.reset()
@@ -597,8 +609,14 @@ class HarmonizerWorker:
         (a fit of f seconds is followed by a pause so the thread uses at most ``cpu_budget``
         of a core: a 50 ms model refreshes at about 8 Hz with 0.4, a 5 ms one at the cap),
         but never a longer pause than keeps :data:`CPU_MIN_HZ` (a 100 ms fit then takes half
-        a core, a fit slower than 200 ms runs back to back)."""
+        a core, a fit slower than 200 ms runs back to back). With the automatic cap the rate
+        follows the scene: :data:`CPU_STEADY_HZ` while it is steady, up to the cap while it
+        changes (:attr:`recent_change`)."""
         period = 1.0 / self.max_hz if self.max_hz else 0.0
+        if self._auto_hz and self.max_hz and CPU_STEADY_HZ < self.max_hz:
+            # the refresh the scene needs: CPU_STEADY_HZ while steady, the cap on a change
+            hz = CPU_STEADY_HZ + (self.max_hz - CPU_STEADY_HZ) * min(1.0, self.recent_change)
+            period = 1.0 / hz
         if self.cpu_budget and self.device != "cuda":
             budget_period = (now - started) / self.cpu_budget
             floor_period = 1.0 / CPU_MIN_HZ if CPU_MIN_HZ else budget_period
