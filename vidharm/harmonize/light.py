@@ -38,8 +38,8 @@ GAMMA = 2.2
 class LightParams:
     """Dead zones, strengths and bounds (tuned on the training sources' pairs, see
     ``scripts/tune_light.py``)."""
-    chroma_dead: float = 0.1       # log-gain per channel left alone
-    chroma_strength: float = 0.8
+    chroma_dead: float = 0.2       # log-gain per channel left alone
+    chroma_strength: float = 1.0
     chroma_max: float = 0.35       # |log gain| bound (~ x0.70 .. x1.42 in linear light)
     exposure_dead: float = 9.0     # stops left alone: off (tuning found every exposure
     exposure_strength: float = 0.0 # estimate tried cost PSNR on the FFHQH recipe)
