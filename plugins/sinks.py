@@ -15,7 +15,8 @@ Live sinks (used by ``vidharm run``): ``virtualcam`` (pyvirtualcam: the "PHNet C
 MP4 encoded on its own thread). Optional extras of the interface, used by the live engine
 when a sink has them: ``events() -> list[str]`` (user commands such as ``"quit"``, polled
 after each frame), ``set_overlay(text)`` (a status line to draw), ``pump()`` (keep a window
-responsive while no new frame comes).
+responsive while no new frame comes), ``watched() -> bool | None`` (whether anyone reads the
+output: False pauses the processing, None = cannot tell).
 """
 from __future__ import annotations
 
@@ -200,6 +201,45 @@ def no_camera_hint() -> str:
             "--sink preview / --sink file")
 
 
+def device_readers(device: str, proc_root: str = "/proc", exclude_pid: int | None = None,
+                   pids=None) -> list[int] | None:
+    """Process ids that have ``device`` (e.g. ``/dev/video10``) open, from ``proc_root``'s
+    ``PID/fd/*`` links (Linux), leaving out ``exclude_pid`` (default: this process, which
+    holds the device open to write to it); only among ``pids`` when given. Processes whose
+    descriptors cannot be read (other users' without root) are left out. None when
+    ``proc_root`` cannot be listed. (A scan of every process costs about 3 ms per 75
+    processes.)"""
+    if exclude_pid is None:
+        exclude_pid = os.getpid()
+    targets = {device}
+    try:
+        targets.add(os.path.realpath(device))
+    except OSError:  # pragma: no cover
+        pass
+    if pids is None:
+        try:
+            pids = [int(p) for p in os.listdir(proc_root) if p.isdigit()]
+        except OSError:
+            return None
+    readers = []
+    for pid in pids:
+        if pid == exclude_pid:
+            continue
+        fd_dir = os.path.join(proc_root, str(pid), "fd")
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue                      # gone meanwhile, or not ours to read
+        for fd in fds:
+            try:
+                if os.readlink(os.path.join(fd_dir, fd)) in targets:
+                    readers.append(pid)
+                    break
+            except OSError:
+                continue
+    return readers
+
+
 class VirtualCamSink:
     """Frames to a virtual camera through pyvirtualcam, named "PHNet Camera" where possible.
 
@@ -214,6 +254,8 @@ class VirtualCamSink:
       another size are scaled to fit and padded (:func:`fit_frame`), never distorted.
     - ``backend``/``device``: passed to ``pyvirtualcam.Camera`` (tests register a recording
       backend with ``pyvirtualcam.register_backend`` and name it here).
+    - :meth:`watched`: on Linux, whether any other process has the device open (an app
+      showing the camera); the live engine pauses its processing while nobody does.
     """
 
     FALLBACK_SIZES = ((1280, 720), (640, 480), (1920, 1080), (640, 360))
@@ -236,6 +278,25 @@ class VirtualCamSink:
         self.fmt: str | None = None
         self.out_size: tuple[int, int] | None = None
         self._device_in_use: str | None = None
+        self.proc_root = "/proc"
+        self._readers: list[int] = []
+
+    def watched(self) -> bool | None:
+        """Whether another process has the loopback device open (Linux, from /proc); None
+        where that cannot be told (another platform or backend, no /proc). While an app
+        reads, only that app's descriptors are looked at; the whole scan runs otherwise."""
+        dev = self._device_in_use
+        if not dev or not dev.startswith("/dev/") or not sys.platform.startswith("linux"):
+            return None
+        if self._readers:
+            self._readers = device_readers(dev, self.proc_root, pids=self._readers) or []
+            if self._readers:
+                return True
+        readers = device_readers(dev, self.proc_root)
+        if readers is None:
+            return None
+        self._readers = readers
+        return bool(readers)
 
     def _pick_device(self) -> str | None:
         if self.device or self.backend or not sys.platform.startswith("linux"):

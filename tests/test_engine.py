@@ -727,3 +727,104 @@ def test_harmonizer_refresh_follows_the_change():
     worker._auto_hz = False                                            # a cap given: kept
     worker.recent_change = 0.0
     assert pause() == pytest.approx(1 / 15 - 0.005)
+
+
+class _ListSource:
+    """Frames at given media times, as fast as the loop takes them (one at a time)."""
+
+    def __init__(self, frame, times, fps):
+        self.frame, self.times, self.fps = frame, times, fps
+        self.size = (frame.shape[1], frame.shape[0])
+
+    def __iter__(self):
+        for t in self.times:
+            yield self.frame, t
+            time.sleep(0.004)
+
+    def close(self):
+        pass
+
+
+def test_fps_cap_skips_extra_camera_frames(asset):
+    """--fps is a cap: a 60 fps camera with max_fps 30 gets every other frame processed."""
+    from vidharm.engine import LiveEngine
+    frame = np.full((90, 160, 3), 128, np.uint8)
+    src = _ListSource(frame, [i / 60 for i in range(60)], fps=60.0)
+    sink = RecordingSink()
+    eng = LiveEngine(_cfg(), src, sink, "#00ff00", max_fps=30, frame_queue=64,
+                     harmonize=False, segmenter=_Seg())
+    assert eng.fps == 30.0
+    s = eng.run(duration=10.0)
+    assert s["capped"] == 30 and s["frames"] == 30 and s["dropped"] == 0
+    assert "over the fps cap 30" in __import__("vidharm.telemetry").telemetry.one_line(s)
+    eng2 = LiveEngine(_cfg(), _ListSource(frame, [i / 50 for i in range(50)], fps=50.0),
+                      RecordingSink(), "#00ff00", max_fps=30, frame_queue=64, harmonize=False,
+                      segmenter=_Seg())
+    s2 = eng2.run(duration=10.0)
+    assert s2["frames"] == 30 and s2["capped"] == 20                    # 50 -> 30 per second
+
+
+class _Seg:
+    input_size = None
+
+    def segment(self, rgb, t=None):
+        m = np.zeros(rgb.shape[:2], np.float32)
+        m[rgb.shape[0] // 4:, rgb.shape[1] // 4: 3 * rgb.shape[1] // 4] = 1.0
+        return m
+
+    def close(self):
+        pass
+
+
+class _WatchedSink(RecordingSink):
+    """A sink whose watched() answer follows a schedule of media times."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.schedule = schedule
+        self.now = 0.0
+        self.calls = 0
+
+    def watched(self):
+        self.calls += 1
+        return self.schedule(self.now)
+
+    def send(self, rgb, t=None):
+        super().send(rgb, t)
+
+
+def test_processing_pauses_while_nobody_watches(asset):
+    """sink.watched() False: frames are taken and thrown away (no segmentation, nothing
+    sent); True again: processing resumes at once, smoothing started over."""
+    from vidharm.engine import LiveEngine
+    frame = np.full((90, 160, 3), 100, np.uint8)
+    state = {"watched": True}
+
+    class Src(_ListSource):
+        def __iter__(self):
+            for i in range(150):
+                if i == 30:
+                    state["watched"] = False
+                    time.sleep(0.15)           # the watcher (every 0.02 s) notices
+                if i == 90:
+                    state["watched"] = True
+                    time.sleep(0.15)
+                yield self.frame, i / 30
+                time.sleep(0.004)
+
+    class CountingSeg(_Seg):
+        calls = 0
+
+        def segment(self, rgb, t=None):
+            CountingSeg.calls += 1
+            return super().segment(rgb, t)
+
+    sink = _WatchedSink(lambda now: state["watched"])
+    eng = LiveEngine(_cfg(), Src(frame, [], 30.0), sink, "#00ff00", frame_queue=200,
+                     watch_interval=0.02, segmenter=CountingSeg())
+    s = eng.run(duration=20.0)
+    assert sink.calls >= 10
+    assert 55 <= s["idle"] <= 62                    # frames 30..89 were not processed
+    assert s["frames"] + s["idle"] == 150
+    assert CountingSeg.calls == s["frames"] and len(sink.times) == s["frames"]
+    assert "paused while no app had the virtual camera open" in s["notes"]

@@ -231,3 +231,42 @@ def test_preview_keys_escape_window_close_and_no_display(monkeypatch):
     monkeypatch.setattr("sys.platform", "linux")
     with pytest.raises(OutputError, match="no display"):
         PreviewSink().open()
+
+
+def test_device_readers_from_a_faked_proc_tree(tmp_path):
+    """Readers of the loopback device are found from PID/fd links; this process (the writer)
+    is left out; unreadable or vanished processes are skipped; VirtualCamSink.watched()
+    follows them and looks only at the known readers while they read."""
+    import os
+    import sys
+
+    from vidharm_plugins.sinks import VirtualCamSink, device_readers
+    proc = tmp_path / "proc"
+
+    def proc_fd(pid, fd, target):
+        d = proc / str(pid) / "fd"
+        d.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, d / str(fd))
+
+    proc_fd(os.getpid(), 5, "/dev/video10")          # vidharm itself, writing
+    proc_fd(200, 0, "/dev/null")
+    proc_fd(200, 1, "socket:[1234]")
+    (proc / "300").mkdir()                            # no fd folder readable
+    (proc / "self").mkdir()
+    assert device_readers("/dev/video10", str(proc)) == []
+    assert device_readers("/dev/video10", str(tmp_path / "nothing")) is None
+    proc_fd(400, 7, "/dev/video10")                   # an app opens the camera
+    proc_fd(400, 8, "/dev/video10")
+    assert device_readers("/dev/video10", str(proc)) == [400]
+    assert set(device_readers("/dev/video10", str(proc), exclude_pid=-1)) == {os.getpid(), 400}
+    sink = VirtualCamSink()
+    assert sink.watched() is None                     # not open: cannot tell
+    sink._device_in_use = "/dev/video10"
+    sink.proc_root = str(proc)
+    if sys.platform.startswith("linux"):
+        assert sink.watched() is True and sink._readers == [400]
+        for fd in (7, 8):
+            os.unlink(proc / "400" / "fd" / str(fd))  # the app closes it
+        assert sink.watched() is False and sink._readers == []
+        proc_fd(500, 3, "/dev/video10")
+        assert sink.watched() is True

@@ -807,7 +807,8 @@ class LiveEngine:
                  max_refresh_hz: float | str | None = "auto",
                  harmonizer_budget: float | None = CPU_BUDGET, grid_mode: str = "auto",
                  sync_every: int = 0, stall_s: float = 0.5, placeholder_s: float = 2.0,
-                 frame_queue: int = 2,
+                 frame_queue: int = 2, max_fps: float | None = None,
+                 watch_interval: float = 0.25,
                  profile: str | None = None, overrides: dict | None = None,
                  clock: Callable[[], float] = time.monotonic):
         from .mask import MaskRefiner
@@ -819,6 +820,14 @@ class LiveEngine:
         self.sink = sink
         self.clock = clock
         self.fps = float(fps or getattr(source, "fps", 0) or cfg.live.fps or 30)
+        self.max_fps = float(max_fps) if max_fps else None
+        if self.max_fps:
+            self.fps = min(self.fps, self.max_fps)
+        self.watch_interval = float(watch_interval)
+        self.idle = False                # nobody reads the sink (sink.watched() is False)
+        self._resume = False
+        self._next_due: float | None = None
+        self._watch_thread: threading.Thread | None = None
         self.resize_to = tuple(resize_to) if resize_to else None
         self.telemetry = telemetry or Telemetry(clock=clock)
         self.tuning = tuning or SmoothingTuning()
@@ -1077,6 +1086,10 @@ class LiveEngine:
             self._capture_thread = threading.Thread(target=self._capture, name="vidharm-capture",
                                                     daemon=True)
             self._capture_thread.start()
+            if callable(getattr(self.sink, "watched", None)):
+                self._watch_thread = threading.Thread(target=self._watch, name="vidharm-watch",
+                                                      daemon=True)
+                self._watch_thread.start()
             self._loop(duration, max_frames)
             self.telemetry.stop()                    # the run's length, not the shutdown's
         finally:
@@ -1156,14 +1169,58 @@ class LiveEngine:
                 if self._capture_done.is_set() and not self._frames:
                     self.quit_reason = self.quit_reason or "the source ended"
                     break
-                self._keep_alive(interval)
+                if not self.idle:
+                    self._keep_alive(interval)
                 continue
             rgb, t_media, t_cap = item
             self._last_frame_time = self.clock()
+            if self.idle:                      # nobody watches: no work at all
+                self.telemetry.skipped("idle")
+                continue
+            if self._resume:
+                self._resume = False
+                self._cut_pending = True       # minutes may have passed: start over
+                self.refiner.reset()
+                self._next_due = None
             if self.paused:
                 self._keep_alive(interval, paused=True)
                 continue
+            if self.max_fps and self._over_cap(t_media):
+                self.telemetry.skipped("capped")
+                continue
             self._frame(rgb, t_media, t_cap)
+
+    def _over_cap(self, t: float) -> bool:
+        """Whether the frame at media time ``t`` comes too soon for ``max_fps`` (a camera
+        giving 60 fps with --fps 30: every other frame is skipped, not processed)."""
+        iv = 1.0 / self.max_fps
+        due = self._next_due
+        if due is not None and due - 2.0 * iv <= t < due - 0.25 * iv:
+            return True
+        self._next_due = due + iv if due is not None and abs(t - due) < iv else t + iv
+        return False
+
+    def _watch(self) -> None:
+        """Polls ``sink.watched()`` every ``watch_interval`` s: while it says False (no app
+        has the virtual camera open) the loop takes frames and throws them away, so the
+        segmenter, refiner and harmonizer cost nothing; as soon as it says True again the
+        loop resumes with a fresh start of the temporal smoothing. None (cannot tell) and
+        errors count as watched."""
+        watched = self.sink.watched
+        while not self._stop.is_set():
+            try:
+                idle = watched() is False
+            except Exception:
+                idle = False
+            if idle != self.idle:
+                if idle:
+                    log.info("nobody has the virtual camera open: processing paused")
+                    self.telemetry.note("paused while no app had the virtual camera open")
+                else:
+                    log.info("an app opened the virtual camera: processing resumed")
+                    self._resume = True
+                self.idle = idle
+            self._stop.wait(self.watch_interval)
 
     def _frame(self, rgb: np.ndarray, t_media: float, t_cap: float) -> None:
         out, stages, private = self.process(rgb, t_media)
@@ -1519,6 +1576,8 @@ class LiveEngine:
                 if rel:
                     rel()
                 th.join(1.0)
+        if self._watch_thread is not None:       # before the sink it asks is closed
+            self._watch_thread.join(2.0)
         for step in (self._close_source, self._close_sink, self._close_worker,
                      self._close_models):
             try:

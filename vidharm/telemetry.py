@@ -96,6 +96,7 @@ class Telemetry:
         self.drops = 0             # camera frames replaced before the loop took them
         self.privacy_frames = 0    # frames sent as background only (segmentation failed/garbage)
         self.refreshes = 0         # harmonizer grids published
+        self.skips: dict[str, int] = {}   # camera frames not processed on purpose (see skipped)
         self.fit_hist = LatencyHistogram()
         self.max_gap_s = 0.0       # the longest time between two sends (a stall)
         self.rows: list[tuple] = []   # per-second rows for the chart (see _close_bucket)
@@ -189,6 +190,12 @@ class Telemetry:
             b.repeated += 1
             self._sent(now)
 
+    def skipped(self, why: str) -> None:
+        """A camera frame left out on purpose: ``capped`` (over the --fps cap) or ``idle``
+        (nobody reads the virtual camera)."""
+        with self._lock:
+            self.skips[why] = self.skips.get(why, 0) + 1
+
     def dropped(self, n: int = 1) -> None:
         with self._lock:
             b = self._tick(self.clock())
@@ -269,6 +276,8 @@ class Telemetry:
                 "stages_ms": {s: 1000.0 * self.stage_sum[s] / self.stage_n[s]
                               for s in self.stage_sum if self.stage_n.get(s)},
                 "notes": list(self.notes),
+                "capped": self.skips.get("capped", 0),
+                "idle": self.skips.get("idle", 0),
                 "cpu_s": cpu_s,
                 "cores": cpu_s / secs,
                 "cpu_ms": cpu_ms,
@@ -362,6 +371,10 @@ def one_line(s: dict) -> str:
         text += f", CPU {s['cores']:.2f} cores"
     if s.get("repeated"):
         text += f", repeated {s['repeated']}"
+    if s.get("capped"):
+        text += f", over the fps cap {s['capped']}"
+    if s.get("idle"):
+        text += f", unwatched (paused) {s['idle']}"
     if s.get("privacy_frames"):
         text += f", background-only {s['privacy_frames']}"
     if stages:

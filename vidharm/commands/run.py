@@ -33,7 +33,9 @@ Linux: the virtual camera needs v4l2loopback, once per boot:
               help="Webcam index or device path (with --source camera).")
 @click.option("--size", metavar="WxH", help="Frame size asked of the camera and sent to the "
                                             "sink (profile live.size; default 1280x720).")
-@click.option("--fps", type=int, help="Frame rate asked of the camera (default 30).")
+@click.option("--fps", type=click.IntRange(min=1, max=240),
+              help="Frame rate asked of the camera and the most processed and sent per "
+                   "second (default 30): faster cameras' extra frames are skipped.")
 @click.option("--sink", type=click.Choice(["virtualcam", "preview", "file", "null"]),
               help="Where frames go (default: virtualcam; 'file' with --output).")
 @click.option("--output", "-o", metavar="OUT.mp4", help="Recording for --sink file.")
@@ -112,6 +114,7 @@ def command(background, source, camera, size, fps, sink, output, duration, backg
         engine = LiveEngine(cfg, src, snk, bg, fps=getattr(src, "fps", rate), resize_to=resize_to,
                             harmonize=not no_harmonize, backgrounds=bgs, control=control,
                             tuning=tuning, max_refresh_hz=max_hz, grid_mode=grid_mode,
+                            max_fps=rate,
                             profile=profile,
                             overrides=cli_overrides)
     except BaseException:
