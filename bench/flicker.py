@@ -52,8 +52,9 @@ def person_mean(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (m @ img.reshape(-1, 3).astype(np.float64)) / max(m.sum(), 1e-6)
 
 
-def run(frames, cfg, background, mode, every, fps, gain_from=None, gain=1.3):
-    """Per frame: (harmonized person mean, composite person mean) with the engine's mask."""
+def run(frames, cfg, background, mode, every, fps, gain_from=None, gain=1.3, areas=None):
+    """Per frame: (harmonized person mean, composite person mean) with the engine's mask;
+    ``areas`` (a list) receives each frame's person share."""
     from vidharm.composite import composite
     from vidharm.engine import LiveEngine, SmoothingTuning
     from vidharm_plugins.sinks import NullSink
@@ -66,6 +67,8 @@ def run(frames, cfg, background, mode, every, fps, gain_from=None, gain=1.3):
                 f = np.clip(f.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
             out = eng.step(f, i / fps)
             m = eng.last_mask
+            if areas is not None:
+                areas.append(float((m > 0.5).mean()))
             h_means.append(person_mean(out, m))
             c_means.append(person_mean(composite(f, eng.last_bg, m), m))
     finally:
@@ -73,13 +76,17 @@ def run(frames, cfg, background, mode, every, fps, gain_from=None, gain=1.3):
     return np.array(h_means), np.array(c_means)
 
 
-def flashes(effect: np.ndarray, window: int = 6) -> np.ndarray:
+def flashes(effect: np.ndarray, window: int = 6, present: np.ndarray | None = None) -> np.ndarray:
     """Per frame: the largest excursion (over channels, grey levels) of ``effect`` (T, 3)
     within ``window`` frames that goes beyond both the value just before and the value just
-    after the window; 0 for monotone moves and plateaus."""
+    after the window; 0 for monotone moves and plateaus. Only windows where the person is
+    ``present`` (bool per frame) from the frame before to the frame after count: without a
+    person there is nothing to flash."""
     t_len = len(effect)
     out = np.zeros(t_len)
     for t in range(1, t_len - window):
+        if present is not None and not present[t - 1:t + window + 1].all():
+            continue
         seg = effect[t:t + window]
         before, after = effect[t - 1], effect[t + window]
         up = np.minimum(seg.max(0) - before, seg.max(0) - after)
@@ -94,18 +101,22 @@ def cut_clips(names, cfg, background, every, fps, window):
     from vidharm import assets
     print(f"\nclips played once (adaptive smoothing, fit every {every} frames); flash window "
           f"{window} frames")
-    print(f"{'clip':>18s} {'frames':>6s} | {'excess':>7s} {'p95':>6s} {'<=0.5':>6s} | "
+    print(f"{'clip':>18s} {'frames':>6s} {'person':>6s} | {'excess':>7s} {'p95':>6s} {'<=0.5':>6s} | "
           f"{'flash max':>9s} {'> 2':>4s}")
     for name in names:
         with av.open(str(assets.path(name))) as c:
             frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-        hm, cm = run(frames, cfg, background, "adaptive", every, fps)
-        ex = (np.abs(np.diff(hm, axis=0)).max(1) - np.abs(np.diff(cm, axis=0)).max(1))[1:]
-        fl = flashes(hm - cm, window)
-        print(f"{name:>18s} {len(frames):6d} | {ex.mean():+7.3f} {np.percentile(ex, 95):+6.2f} "
+        areas: list = []
+        hm, cm = run(frames, cfg, background, "adaptive", every, fps, areas=areas)
+        present = np.array(areas) >= 0.02
+        both = present[1:] & present[:-1]
+        ex = (np.abs(np.diff(hm, axis=0)).max(1) - np.abs(np.diff(cm, axis=0)).max(1))[both]
+        fl = flashes(hm - cm, window, present)
+        print(f"{name:>18s} {len(frames):6d} {int(present.sum()):6d} | {ex.mean():+7.3f} {np.percentile(ex, 95):+6.2f} "
               f"{100 * np.mean(ex <= 0.5):5.1f}% | {fl.max():9.2f} {int((fl > 2).sum()):4d}")
-    print("excess: frame-to-frame change of the person's mean colour, harmonized minus composite "
-          "(grey levels); flash: overshoot-and-return of the harmonizer's effect (target 0)")
+    print("person: frames with a person (matte >= 2 % of the frame); excess: frame-to-frame "
+          "change of the person's mean colour, harmonized minus composite, between frames with a "
+          "person (grey levels); flash: overshoot-and-return of the harmonizer's effect (target 0)")
 
 
 def main(argv=None) -> int:

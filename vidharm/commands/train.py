@@ -11,6 +11,8 @@ Examples:
   vidharm train --resume --out-dir runs/lite            # continue after an interruption
   torchrun --nproc-per-node 2 -m vidharm.cli train --device cpu --steps 100   # DDP (gloo)
   vidharm train --dataset iharmony4 --dataset-root ~/data/iHarmony4 --schedule staged
+  vidharm train --model phnet-grid --steps 12000 --batch-size 32 --lr 2e-3 --out-dir runs/grid
+                                                        # the default model, on the recipe pairs
 """)
 @click.option("--model", default="phnet-lite", show_default=True, help="Model registry name, e.g. phnet-lite, phnet-lite-s or fmm (README: Models).")
 @click.option("--dataset", type=click.Choice(["synthetic", "iharmony4", "ffhqh"]), default="synthetic", show_default=True)
@@ -34,9 +36,20 @@ Examples:
 @click.option("--temporal-weight", default=0.0, show_default=True, help="Weight of the two-frame consistency term (0 = published loss).")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/checkpoint.pt.")
 @click.option("--no-progress", is_flag=True)
-def command(no_progress, schedule, temporal_weight, **kw):
+@click.option("--recipe-weights", metavar="JSON", default=None,
+              help='phnet-grid: shares of the recipes, e.g. \'{"ffhqh": .3, "light-person": .25, '
+                   '"light-scene": .3, "unedited": .15}\'.')
+@click.option("--augment-scale", type=float, default=None,
+              help="phnet-grid: whole-image colour augmentation, as a share of the light recipes' range.")
+@click.option("--augment-share", type=float, default=None,
+              help="phnet-grid: share of source images augmented as a whole (default 0.8).")
+def command(no_progress, schedule, temporal_weight, recipe_weights, augment_scale, augment_share, **kw):
     """Train with the published recipe (PSNR + FN-MSE + gradient loss, Lion), checkpoints,
     CSV/TensorBoard logs and validation PSNR/fMSE; writes OUT_DIR/final.safetensors."""
+    from ..models import model_config
+    if model_config(kw["model"]).get("arch") == "grid":
+        _train_grid(kw, recipe_weights, augment_scale, augment_share)
+        return
     from ..training.data import TRAIN_CLIPS
     from ..training.train import TrainConfig, train
     cfg = TrainConfig(**kw, lr_schedule=schedule, progress=not no_progress,
@@ -45,3 +58,32 @@ def command(no_progress, schedule, temporal_weight, **kw):
     result = train(cfg)
     if result:
         click.echo(f"weights: {result.get('weights', '')}")
+
+
+def _train_grid(kw: dict, recipe_weights: str | None, augment_scale: float | None,
+                augment_share: float | None) -> None:
+    """Models that predict the colour grid train on the recipe pairs (vidharm.training.grid_train)."""
+    import json
+
+    from ..errors import InputError
+    from ..training.grid_train import GridTrainConfig, train_grid
+    if kw["dataset"] != "synthetic":
+        raise InputError(f"--model {kw['model']} trains on the recipe pairs of the fetched photos",
+                         "drop --dataset (iHarmony4/FFHQH folders train the pixel models)")
+    extra = {}
+    if recipe_weights:
+        try:
+            extra["weights"] = {str(k): float(v) for k, v in json.loads(recipe_weights).items()}
+        except (ValueError, AttributeError, TypeError):
+            raise InputError(f"--recipe-weights '{recipe_weights}' is not a JSON object of numbers",
+                             'e.g. \'{"ffhqh": 0.3, "unedited": 0.2}\'') from None
+    if augment_scale is not None:
+        extra["augment_scale"] = augment_scale
+    if augment_share is not None:
+        extra["p_augment"] = augment_share
+    cfg = GridTrainConfig(model=kw["model"], data_dir=kw["data_dir"] or "", out_dir=kw["out_dir"],
+                          steps=kw["steps"], batch=kw["batch_size"], lr=kw["lr"], seed=kw["seed"],
+                          val_every=kw["val_every"], workers=min(kw["num_workers"], 1),
+                          init_weights=kw["init_weights"] or "", **extra)
+    path = train_grid(cfg, log=click.echo, resume=kw["resume"])
+    click.echo(f"weights: {path}")
