@@ -43,6 +43,24 @@ def build_harmonizer(cfg: Config):
     return registry.harmonizers.create(cfg.harmonizer.name, cfg.harmonizer)
 
 
+def _one_model_thread(harmonizer, cfg: Config) -> None:
+    """A learned model on the CPU runs on one torch thread: the decoder, MediaPipe and the
+    encoder already keep the cores busy, and torch's second thread then spins against them
+    (measured: phnet-grid's fit took 315 ms per 720p frame in a transcode beside another
+    busy process, about 5 ms on one thread)."""
+    import sys
+    torch = sys.modules.get("torch")
+    dev = next((d for d in (getattr(harmonizer, "device", None),
+                            getattr(getattr(harmonizer, "net", None), "device", None),
+                            cfg.harmonizer.device) if isinstance(d, str)), "cpu")
+    if torch is not None and not str(dev).startswith("cuda"):
+        try:
+            if torch.get_num_threads() != 1:
+                torch.set_num_threads(1)
+        except Exception:  # pragma: no cover
+            pass
+
+
 class FramePipeline:
     """Cut the person out of each frame, put them on ``background`` and harmonize.
 
@@ -55,10 +73,11 @@ class FramePipeline:
 
     def __init__(self, cfg: Config, background, video: bool = True,
                  segmenter=None, harmonizer=None, harmonizer_smoothing: float = 0.7):
-        from ._threads import tune_allocator
+        from ._threads import pin_blas_single_thread, tune_allocator
         from .composite import BackgroundProvider, make_background
         from .mask import MaskRefiner
         tune_allocator()
+        pin_blas_single_thread()
         self.cfg = cfg
         self.video = video
         self._owns_background = not isinstance(background, BackgroundProvider)
@@ -70,6 +89,7 @@ class FramePipeline:
         self._owns_harmonizer = harmonizer is None
         self.harmonizer = harmonizer or build_harmonizer(cfg)
         self.harmonizer.reset()
+        _one_model_thread(self.harmonizer, cfg)
         if video and hasattr(self.harmonizer, "smoothing"):
             self.harmonizer.smoothing = harmonizer_smoothing
         self.timer = StageTimer()
