@@ -246,6 +246,7 @@ class CameraSource:
         self.notes: list[str] = []
         self.reconnects = 0
         self.read_failures = 0
+        self.idle = False                 # set by the live engine while nobody watches
         self._closed = False
         self._iterating = False
         self._lock = threading.Lock()
@@ -370,6 +371,13 @@ class CameraSource:
                         return
                     next_due = None
                     continue
+                if self.idle and not self._pace:   # nobody watches (LiveEngine): keep the
+                    try:                           # camera streaming, decode nothing
+                        if cap.grab():
+                            fails = 0
+                            continue
+                    except Exception:
+                        pass
                 try:
                     ok, frame = cap.read()
                 except Exception as exc:     # some backends raise on unplug

@@ -828,3 +828,26 @@ def test_processing_pauses_while_nobody_watches(asset):
     assert s["frames"] + s["idle"] == 150
     assert CountingSeg.calls == s["frames"] and len(sink.times) == s["frames"]
     assert "paused while no app had the virtual camera open" in s["notes"]
+
+
+def test_idle_camera_grabs_without_decoding(clip_frames):
+    """While the engine says nobody watches, the camera keeps streaming (grab) but nothing
+    is decoded or handed out; frames come again as soon as it is not idle."""
+    from vidharm_plugins.sources import CameraSource
+
+    class GrabCapture(FakeCapture):
+        grabs = 0
+
+        def grab(self):
+            GrabCapture.grabs += 1
+            if GrabCapture.grabs >= 20:
+                src.idle = False                      # an app opened the virtual camera
+            return True
+
+    src = CameraSource(0, size=(640, 360), fps=30,
+                       capture_factory=lambda d: GrabCapture(clip_frames, good=100))
+    src.idle = True
+    it = iter(src)
+    rgb, t = next(it)
+    assert GrabCapture.grabs == 20 and rgb.shape == (360, 640, 3)
+    src.close()

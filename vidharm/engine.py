@@ -1218,8 +1218,11 @@ class LiveEngine:
                     self.telemetry.note("paused while no app had the virtual camera open")
                 else:
                     log.info("an app opened the virtual camera: processing resumed")
+                    self._last_frame_time = self.clock()   # no stall: frames come at once
                     self._resume = True
                 self.idle = idle
+                if hasattr(self.source, "idle"):     # a camera then grabs without decoding
+                    self.source.idle = idle
             self._stop.wait(self.watch_interval)
 
     def _frame(self, rgb: np.ndarray, t_media: float, t_cap: float) -> None:
