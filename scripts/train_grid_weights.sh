@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# How the shipped phnet-grid weights (vidharm/weights/phnet-grid.safetensors) are made, on CPU.
+# Needs the fetched training data (python scripts/fetch_training_data.py). About 30 + 10 minutes
+# on one core of the 2-core development machine (a second core builds the pairs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+V=.venv/bin/vidharm
+# 1. the recipe mix: FFHQH 0.3, light-person 0.25, light-scene 0.3, unedited 0.15
+$V train --model phnet-grid --steps 12000 --batch-size 32 --lr 2e-3 --val-every 250 \
+  --out-dir runs/grid "$@"
+# 2. fine-tune with the whole image colour-augmented over the light recipes' full range
+#    (absolute colour and exposure then carry no information, only person vs scene does)
+$V train --model phnet-grid --steps 5000 --batch-size 32 --lr 1e-3 --val-every 250 \
+  --init-weights runs/grid/phnet-grid.safetensors --augment-scale 1.0 --augment-share 0.9 \
+  --recipe-weights '{"ffhqh": 0.28, "light-person": 0.2, "light-scene": 0.24, "unedited": 0.28}' \
+  --out-dir runs/grid-ft
+cp runs/grid-ft/phnet-grid.safetensors vidharm/weights/phnet-grid.safetensors
