@@ -126,22 +126,18 @@ def build_model(config: Dict[str, Any]):
 
 def _build_fmm(cfg: Dict[str, Any]):
     from .fmm import FMM_DEFAULT_OPTIONS, FMMNet
-    allowed = set(FMM_DEFAULT_OPTIONS) | {"enc_sizes", "name"}
-    unknown = sorted(set(cfg) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown model option(s): {', '.join(unknown)}",
-                          f"known options: {', '.join(sorted(allowed))}")
-    if "enc_sizes" not in cfg:
-        raise ConfigError("model configuration lacks enc_sizes")
-    try:
-        return FMMNet(**cfg)
-    except (TypeError, ValueError, IndexError) as exc:
-        raise ConfigError(f"invalid model configuration: {exc}") from None
+    return _build_with_options(cfg, FMM_DEFAULT_OPTIONS, FMMNet)
 
 
 def _build_grid(cfg: Dict[str, Any]):
     from .gridnet import GRID_DEFAULT_OPTIONS, GridNet
-    allowed = set(GRID_DEFAULT_OPTIONS) | {"enc_sizes", "name"}
+    return _build_with_options(cfg, GRID_DEFAULT_OPTIONS, GridNet)
+
+
+def _build_with_options(cfg: Dict[str, Any], options: Dict[str, Any], cls):
+    """``cls(**cfg)`` for an architecture whose options are ``options`` + enc_sizes + name;
+    unknown or missing options and values the class refuses are one-line ConfigErrors."""
+    allowed = set(options) | {"enc_sizes", "name"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise ConfigError(f"unknown model option(s): {', '.join(unknown)}",
@@ -149,7 +145,7 @@ def _build_grid(cfg: Dict[str, Any]):
     if "enc_sizes" not in cfg:
         raise ConfigError("model configuration lacks enc_sizes")
     try:
-        return GridNet(**cfg)
+        return cls(**cfg)
     except (TypeError, ValueError, IndexError) as exc:
         raise ConfigError(f"invalid model configuration: {exc}") from None
 
