@@ -108,10 +108,6 @@ class Config:
         cfg.source = origin if self.source == "built-in defaults" else f"{self.source} + {origin}"
         return cfg
 
-    def to_dict(self) -> dict:
-        return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
-
-
 def _flatten(values: Mapping[str, Any], prefix: str = ""):
     for k, v in values.items():
         key = f"{prefix}{k}"

@@ -1,7 +1,7 @@
-"""Named registries for pluggable parts: sources, segmenters, sinks, harmonizers, backgrounds.
+"""Named registries for pluggable parts: sources, segmenters, sinks, harmonizers.
 
-Built-ins register themselves when :func:`load_builtin_plugins` imports ``vidharm_plugins``
-(the ``plugins/`` folder). Third parties register through the Python entry-point group
+Built-ins register themselves when :func:`ensure_plugins_loaded` imports ``vidharm.harmonize``
+and ``vidharm_plugins`` (the ``plugins/`` folder). Third parties register through the Python entry-point group
 ``vidharm.plugins``: each entry point names a callable ``register(registry)`` (or a module
 whose import registers things). Example, in a third party's ``pyproject.toml``::
 
@@ -116,8 +116,3 @@ def ensure_plugins_loaded() -> None:
                 log.warning(msg)
 
 
-def reset_for_tests() -> None:
-    """Forget loaded state so entry points are re-scanned (tests only)."""
-    global _loaded
-    with _lock:
-        _loaded = False

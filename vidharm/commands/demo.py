@@ -25,8 +25,6 @@ def command(out_dir, harmonizer, profile, background, no_progress):
     before/after PNG (original | plain composite | harmonized) and a sheet of the same person
     on four backgrounds (dark interior, blue, warm, green), plain composite above harmonized.
     """
-    import numpy as np
-
     from .. import assets
     from ..config import load_config
     from ..imageio import save_image

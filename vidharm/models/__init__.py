@@ -75,11 +75,6 @@ def list_models() -> List[str]:
     return sorted(_MODELS)
 
 
-def describe_models() -> List[tuple]:
-    """(name, one-line help) for every configuration."""
-    return [(n, _HELP.get(n, "")) for n in list_models()]
-
-
 def model_config(name: str) -> Dict[str, Any]:
     """A copy of the full configuration of ``name`` (every option spelled out)."""
     if name not in _MODELS:

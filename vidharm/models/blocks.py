@@ -199,16 +199,6 @@ def cell_moments(x: Tensor, grid: int) -> Tuple[Tensor, Tensor, Tensor]:
     return n, mu, cell_sums(dev * dev, grid)
 
 
-def cell_mean_std(x: Tensor, grid: int) -> Tuple[Tensor, Tensor]:
-    """Per-channel mean and unbiased std of every grid cell. (B,C,H,W) -> 2 x (B,C,G,G).
-
-    Degenerate cells (0 or 1 pixel, only for images smaller than the grid) get std 0 instead
-    of NaN; no pixel of an empty cell exists, so its value is never used.
-    """
-    n, mu, m2 = cell_moments(x, grid)
-    return mu, safe_sqrt(m2 / (n - 1).clamp(min=1))
-
-
 def pooled_mean_std(n: Tensor, mu: Tensor, m2: Tensor) -> Tuple[Tensor, Tensor]:
     """Whole-image mean and unbiased std from cell moments (parallel-variance identity).
 

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .._fs import atomic_path, atomic_write_text
+from .._fs import atomic_path
 from .data import TRAIN_CLIPS, VAL_BACKGROUND_SOURCES, VAL_PHOTO_SOURCES
 from .losses import phnet_loss
 from .recipes import RecipePairs, load_items, short_side_for, validation_sets

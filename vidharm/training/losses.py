@@ -91,14 +91,3 @@ def temporal_consistency(pred: torch.Tensor, real: torch.Tensor, mask: torch.Ten
     return (num / den).mean()
 
 
-class PHNetLoss(torch.nn.Module):
-    """Module form of :func:`phnet_loss`; returns the total (terms in ``last_terms``)."""
-
-    def __init__(self, w_psnr: float = W_PSNR, w_fnmse: float = W_FNMSE, w_grad: float = W_GRAD):
-        super().__init__()
-        self.w = (w_psnr, w_fnmse, w_grad)
-        self.last_terms: LossTerms | None = None
-
-    def forward(self, pred, real, mask):
-        self.last_terms = phnet_loss(pred, real, mask, *self.w)
-        return self.last_terms.total

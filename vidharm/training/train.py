@@ -34,7 +34,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -125,19 +125,6 @@ class TrainConfig:
             raise ConfigError("stage_fractions must satisfy 0 <= first <= second <= 1")
         if self.temporal_every < 1 or (self.temporal_clips and self.batch_size < 2):
             raise ConfigError("temporal training needs temporal_every >= 1 and batch_size >= 2")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        out = cls(**d)
-        for f in fields(cls):  # JSON gives lists where tuples are meant
-            v = getattr(out, f.name)
-            if isinstance(v, list):
-                setattr(out, f.name, tuple(v))
-        return out
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -309,10 +296,6 @@ def _resume_path(cfg: TrainConfig) -> Path | None:
         return p
     p = Path(cfg.out_dir) / CHECKPOINT_NAME
     return p if p.is_file() else None
-
-
-def _unwrap(m: nn.Module) -> nn.Module:
-    return m.module if hasattr(m, "module") else m
 
 
 def _save_final(model: nn.Module, path: Path, meta: dict) -> Path:
