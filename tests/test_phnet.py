@@ -123,7 +123,7 @@ def test_registry():
     assert set(PUBLISHED_MODELS) <= set(names)
     for n in names:
         cfg = model_config(n)
-        assert cfg["name"] == n and cfg["arch"] in ("phnet", "fmm")   # fmm: issue 5
+        assert cfg["name"] == n and cfg["arch"] in ("phnet", "fmm", "grid")
         json.dumps(cfg)                            # JSON-able, so weights can record it
     lite = create_model("phnet-lite")
     assert lite.config == model_config("phnet-lite")

@@ -107,12 +107,12 @@ def test_every_default_and_shipped_profile_passes_validation():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--fps", "-5"], "live.fps"),
-    (["--fps", "0"], "live.fps"),
+    (["--fps", "-5"], "--fps"),
+    (["--fps", "0"], "--fps"),
     (["--duration", "-1"], "--duration"),
     (["--refresh-hz", "-1"], "--refresh-hz"),
     (["--sink", "file", "-o", "{tmp}/x.avi"], ".mp4"),
-    (["--weights", "{tmp}/nope.pth"], "uses no weights"),
+    (["--harmonizer", "light", "--weights", "{tmp}/nope.pth"], "uses no weights"),
     (["--harmonizer", "phnet-lite", "--weights", "{tmp}/nope.pth"], "does not exist"),
 ])
 def test_run_refuses_bad_settings_before_starting(tmp_path, args, needle):
@@ -186,7 +186,8 @@ def _leftovers(folder: Path) -> list[str]:
 
 def test_two_jobs_to_one_output_the_second_is_refused(asset, tmp_path):
     out = tmp_path / "o.mp4"
-    a = _start("transcode", asset("sample-clip"), "-o", out, "-b", "blur", "--no-progress")
+    # the 20-second clip: the first job must still be running when the second one starts
+    a = _start("transcode", asset("clip-portrait"), "-o", out, "-b", "blur", "--no-progress")
     try:
         _wait_for(tmp_path / ".o.mp4.partial.mp4", a)
         line = _one_error_line(run_cli("transcode", asset("sample-clip"), "-o", out, "-b", "blur",
