@@ -85,3 +85,20 @@ def test_fused_apply_equals_composite_for_identity_and_keeps_background():
     full = mask == 1
     expect_r = np.clip(fg[..., 0].astype(float) * 1.3, 0, 255)
     assert np.abs(out[..., 0][full] - expect_r[full]).max() <= 1
+
+
+def test_a_one_pixel_person_does_not_break_the_blend():
+    """A faint one-pixel matte (a person entering at a cut) once made cv2.blendLinear fail, and
+    the live engine showed the background alone for that frame."""
+    from vidharm.color import ColorGrid, apply_grid_fused
+    from vidharm.composite import composite
+    rgb = np.full((54, 96, 3), 100, np.uint8)
+    bg = np.zeros_like(rgb)
+    m = np.zeros((54, 96), np.float32)
+    m[10, 20] = 0.5
+    for g in (ColorGrid.identity(1, 1), ColorGrid.identity(4, 4).scaled(0.5),
+              ColorGrid((np.eye(3, 4)[None, None] * np.full((4, 4, 1, 1), 1.2)).astype(np.float32))):
+        out = apply_grid_fused(rgb, bg, m, g)
+        assert out[10, 20].min() > 0 and out.sum() == out[10, 20].sum()
+    small = composite(rgb[:1, :1], bg[:1, :1], m[10:11, 20:21])
+    assert small.shape == (1, 1, 3) and small[0, 0, 0] == 50

@@ -112,7 +112,8 @@ def _apply(src: np.ndarray, base: np.ndarray, mask: np.ndarray, grid: ColorGrid)
         m = m.astype(np.float32)
     # cv2.blendLinear: (a * wa + b * wb) / (wa + wb), rounded; exact base where m == 0;
     # written straight into the output's box
-    cv2.blendLinear(t_src, base[ys, xs], m, cv2.subtract(1.0, m), dst=out[ys, xs])
+    # (numpy for 1 - m: OpenCV takes a 1x1 array for a scalar and the blend then fails)
+    cv2.blendLinear(t_src, base[ys, xs], m, np.subtract(np.float32(1.0), m), dst=out[ys, xs])
     return out
 
 

@@ -553,7 +553,7 @@ def composite(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray,
     elif m.dtype != np.float32:
         m = m.astype(np.float32)
     w2 = _weights_buffer(m.shape)
-    cv2.subtract(1.0, m, dst=w2)
+    np.subtract(np.float32(1.0), m, out=w2)      # not cv2: it reads a 1x1 array as a scalar
     if out is None:
         return cv2.blendLinear(np.ascontiguousarray(fg), np.ascontiguousarray(bg),
                                np.ascontiguousarray(m), w2)
