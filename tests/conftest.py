@@ -58,3 +58,17 @@ def write_audio_only(path, packets: int = 20) -> Path:
         for pk in s.encode():
             c.mux(pk)
     return Path(path)
+
+
+def load_fetch_script(name: str = "fetch_training_data"):
+    """scripts/fetch_training_data.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+    path = ROOT / "scripts" / "fetch_training_data.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod          # dataclasses look their module up while executing
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.modules.pop(spec.name, None)
+    return mod

@@ -1,27 +1,17 @@
 """The Qt resource bundle (.rcc) reader of scripts/fetch_training_data.py, on bundles built here."""
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
-from pathlib import Path
 
 import pytest
 
 
 def _fetch_module():
-    path = Path(__file__).resolve().parent.parent / "scripts" / "fetch_training_data.py"
-    spec = importlib.util.spec_from_file_location("fetch_training_data_rcc", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod          # dataclasses look their module up while executing
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.modules.pop(spec.name, None)
-    return mod
+    from conftest import load_fetch_script
+    return load_fetch_script("fetch_training_data_rcc")
 
 
 f = _fetch_module()

@@ -494,17 +494,8 @@ def test_ddp_two_processes_cpu_gloo(tmp_path):
 
 
 def _fetch_module():
-    import importlib.util
-    path = Path(__file__).resolve().parent.parent / "scripts" / "fetch_training_data.py"
-    spec = importlib.util.spec_from_file_location("fetch_training_data", path)
-    mod = importlib.util.module_from_spec(spec)
-    import sys
-    sys.modules[spec.name] = mod          # dataclasses look their module up while executing
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.modules.pop(spec.name, None)
-    return mod
+    from conftest import load_fetch_script
+    return load_fetch_script("fetch_training_data")
 
 
 def test_fetch_script_helpers(tmp_path, capsys):

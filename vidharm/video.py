@@ -116,22 +116,12 @@ def _display(path) -> str:
 
 def check_input_file(path: str | os.PathLike) -> int:
     """Filesystem checks before FFmpeg sees the file. Returns its size in bytes."""
+    from ._fs import regular_file_stat
     p = _display(path)
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        raise InputError(f"input '{p}' does not exist", "check the path and spelling") from None
-    except PermissionError:
-        raise InputError(f"cannot access input '{p}' (permission denied)",
-                         "check the permissions of the file and its folders") from None
-    except OSError as exc:
-        raise InputError(f"cannot access input '{p}' ({exc.strerror or exc})",
-                         "check the path") from None
     if os.path.isdir(p):
         raise InputError(f"input '{p}' is a folder, not a video file",
                          f"give the video files in it, e.g. '{os.path.join(p, '*.mp4')}'")
-    from ._fs import regular_file_stat
-    regular_file_stat(p)            # a FIFO or /dev/zero: refused before anything opens it
+    st = regular_file_stat(p)       # missing, unreadable, a FIFO or /dev/zero: one line, unopened
     try:
         with open(p, "rb") as f:
             f.read(1)
