@@ -97,9 +97,9 @@ class Fmm(LearnedHarmonizer):
 
     default_weights = "fmm"
     registry_name = "fmm"
-    archs = None
 
     def _check_arch(self) -> None:
+        """FMM weights: the fmm architecture or a PHNet with FMM modules."""
         config = getattr(self.net.model, "config", {}) or {}
         if config.get("arch") != "fmm" and not config.get("fmm"):
             from ..errors import InputError
