@@ -831,6 +831,7 @@ class LiveEngine:
             self.fps = min(self.fps, self.max_fps)
         self.watch_interval = float(watch_interval)
         self.idle = False                # nobody reads the sink (sink.watched() is False)
+        self.idle_resend_s = 1.0         # ... then the last picture is sent this often
         self._resume = False
         self._next_due: float | None = None
         self._watch_thread: threading.Thread | None = None
@@ -1183,13 +1184,16 @@ class LiveEngine:
                 if self._capture_done.is_set() and not self._frames:
                     self.quit_reason = self.quit_reason or "the source ended"
                     break
-                if not self.idle:
+                if self.idle:
+                    self._idle_tick()
+                else:
                     self._keep_alive(interval)
                 continue
             rgb, t_media, t_cap = item
             self._last_frame_time = self.clock()
-            if self.idle:                      # nobody watches: no work at all
+            if self.idle and self._last_out is not None:   # nobody watches: no work
                 self.telemetry.skipped("idle")
+                self._idle_tick()
                 continue
             if self._resume:
                 self._resume = False
@@ -1203,6 +1207,16 @@ class LiveEngine:
                 self.telemetry.skipped("capped")
                 continue
             self._frame(rgb, t_media, t_cap)
+
+    def _idle_tick(self) -> None:
+        """While nobody watches: the last picture once a second, nothing else (v4l2loopback
+        with exclusive_caps=1 lists the device to apps as a camera only while it is fed)."""
+        if self._last_out is None:
+            return
+        now = self.clock()
+        if self._last_send is None or now - self._last_send >= self.idle_resend_s:
+            self._send(self._last_out, now)
+            self.telemetry.repeated(now=self.clock())
 
     def _over_cap(self, t: float) -> bool:
         """Whether the frame at media time ``t`` comes too soon for ``max_fps`` (a camera
