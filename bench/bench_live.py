@@ -24,6 +24,12 @@ threads), fps, dropped, latency p50/p95, refresh, and CPU ms per frame by part (
 the frame loop's stages, the harmonizer thread, native threads: MediaPipe's and FFmpeg's);
 ``--chart PNG`` draws it.
 
+Stages (``--stages``): the frame loop's stages one by one on 60 frames of the clip, CPU ms
+per frame (process CPU time: MediaPipe's threads included), in this thread alone: the
+segmentation given the whole frame vs the frame at the model's size, mask refinement, and the
+colour apply for a diagonal 4x4, a full 4x4 and a global grid (OpenCV on one thread, as in
+the live engine).
+
 Soak (``--minutes``): one long run; the process RSS is sampled every 5 s; memory growth is
 the last sample against the first sample after one minute (warm-up: caches, allocator
 pools), as a percentage. No stall (gap between sent frames) should exceed 200 ms.
@@ -73,6 +79,67 @@ def run_once(cfg, clip, size, seconds, max_hz, background, soak_sample=None, bud
     return s, samples, eng
 
 
+def stages(cfg, height, background, n=60, rounds=3) -> int:
+    import numpy as np
+
+    from vidharm._threads import pin_blas_single_thread, tune_allocator
+    from vidharm.color import ColorGrid, apply_grid_fused
+    from vidharm.composite import composite, make_background
+    from vidharm.mask import MaskRefiner, _resize, segmentation_input, work_size
+    from vidharm.registry import registry
+    from vidharm.video import VideoReader
+    pin_blas_single_thread()
+    tune_allocator()
+    import cv2
+    cv2.setNumThreads(1)                 # as the live engine runs
+    clip, size = upscaled_clip(height)
+    frames = [f for f, _, _ in VideoReader(clip)][:n]
+    seg = registry.segmenters.create(cfg.segmentation.segmenter, cfg.segmentation)
+    ref = MaskRefiner(cfg.mask, smooth=True)
+    bgp = make_background(background, cfg)
+    wh = work_size(frames[0].shape)
+    rng = np.random.default_rng(0)
+    diag = ColorGrid.identity(4, 4).coeffs.copy()
+    for c in range(3):
+        diag[..., c, c] = 1 + 0.1 * rng.standard_normal((4, 4))
+        diag[..., c, 3] = 0.05 * rng.standard_normal((4, 4))
+    full = diag.copy()
+    full[..., 0, 1], full[..., 2, 0] = 0.05, -0.03
+    grids = {"apply diagonal 4x4": ColorGrid(diag), "apply full 4x4": ColorGrid(full),
+             "apply global 1x1": ColorGrid(full[:1, :1].copy())}
+    acc: dict[str, float] = {}
+    t = 0.0
+
+    def timed(name, fn):
+        c0 = time.process_time()
+        r = fn()
+        acc[name] = acc.get(name, 0.0) + time.process_time() - c0
+        return r
+
+    for _ in range(rounds):
+        for f in frames:
+            t += 1 / 30
+            timed("segment: whole frame + mask to work size",
+                  lambda: _resize(seg.segment(f, t), wh))
+            t += 1 / 30
+            sin, small = timed("segment: frame at the model's size + guide",
+                               lambda: segmentation_input(f, seg.input_size))
+            raw = timed("segment: frame at the model's size + guide",
+                        lambda: seg.segment(sin, t))
+            m = timed("refine (guided filter + smoothing)", lambda: ref(raw, f, small=small))
+            b = np.asarray(bgp.frame((f.shape[1], f.shape[0]), t, current=f, mask=m))
+            timed("composite (harmonizer none)", lambda: composite(f, b, m))
+            for name, g in grids.items():
+                timed(name, lambda: apply_grid_fused(f, b, m, g))
+    k = rounds * len(frames)
+    load = os.getloadavg()
+    print(f"stages at {size[0]}x{size[1]}, {k} frames, CPU ms per frame (load {load[0]:.2f}):")
+    for name, v in acc.items():
+        print(f"  {name:44s} {1000 * v / k:6.2f}")
+    seg.close()
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="720,1080", help="frame heights (16:9)")
@@ -95,6 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--compare", default=None, metavar="A,B,C",
                     help="harmonizers side by side (e.g. none,light,phnet-grid), first size only")
     ap.add_argument("--chart", default=None, metavar="PNG", help="with --compare: a chart")
+    ap.add_argument("--stages", action="store_true", help="per-stage CPU ms, one by one")
     args = ap.parse_args(argv)
 
     from vidharm import assets
@@ -123,6 +191,8 @@ def main(argv=None) -> int:
     print(f"bench_live: harmonizer={args.compare or name} profile={args.profile} segmentation="
           f"{cfg.segmentation.model} refresh cap={max_hz or 'none'} Hz cpu_count={os.cpu_count()} "
           f"loadavg={load[0]:.2f},{load[1]:.2f},{load[2]:.2f} cuda={cuda}")
+    if args.stages:
+        return stages(cfg, sizes[0], bg)
     if args.compare:
         from vidharm.commands.bench import live_chart, live_compare, live_header
         kw = {"grid_mode": args.grid, "max_refresh_hz": max_hz}
