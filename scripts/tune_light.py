@@ -18,7 +18,8 @@ import numpy as np
 
 from vidharm.color import apply_grid
 from vidharm.harmonize.light import LightParams, light_grid
-from vidharm.training.grid_train import VAL_PEOPLE, VAL_SCENES, split
+from vidharm.training.data import split_by_source
+from vidharm.training.grid_train import VAL_PEOPLE, VAL_SCENES
 from vidharm.training.recipe_eval import _u8
 from vidharm.training.recipes import load_items, short_side_for, validation_sets
 
@@ -35,8 +36,8 @@ def main() -> None:
     args = ap.parse_args()
     from vidharm.training.train import _default_data_dir
     people, scenes = load_items(args.data_dir or _default_data_dir(), short_side_for(256, 0.75))
-    tr_p, _ = split(people, VAL_PEOPLE)
-    tr_s, _ = split(scenes, VAL_SCENES)
+    tr_p, _ = split_by_source(people, VAL_PEOPLE)
+    tr_s, _ = split_by_source(scenes, VAL_SCENES)
     shapes = [p.mask for p in tr_p if (p.mask > 0.5).mean() > 0.03]
     sets = validation_sets(tr_p, tr_s, shapes, size=256, per_image=args.per_image, seed=777)
     data = {k: [(_u8(p["composite"]), p["mask"][0].numpy(), _u8(p["real"])) for p in v]

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .._fs import atomic_path
-from .data import TRAIN_CLIPS, VAL_BACKGROUND_SOURCES, VAL_PHOTO_SOURCES
+from .data import TRAIN_CLIPS, VAL_BACKGROUND_SOURCES, VAL_PHOTO_SOURCES, split_by_source
 from .losses import phnet_loss
 from .recipes import RecipePairs, load_items, short_side_for, validation_sets
 
@@ -68,11 +68,6 @@ def lr_at(cfg: GridTrainConfig, step: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
-def split(items, val_sources):
-    vs = set(val_sources)
-    return [i for i in items if i.source not in vs], [i for i in items if i.source in vs]
 
 
 @torch.no_grad()
@@ -136,8 +131,8 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
     size = model.config["in_size"]
     log(f"loading data from {data_dir} ...")
     people, scenes = load_items(data_dir, short_side_for(size, 0.6), clips=cfg.clips, progress=log)
-    tr_p, va_p = split(people, VAL_PEOPLE)
-    tr_s, va_s = split(scenes, VAL_SCENES)
+    tr_p, va_p = split_by_source(people, VAL_PEOPLE)
+    tr_s, va_s = split_by_source(scenes, VAL_SCENES)
     log(f"train: {len(tr_p)} people images, {len(tr_s)} scenes; "
         f"validation: {len(va_p)} people, {len(va_s)} scenes (held out by source)")
     data = RecipePairs(tr_p, tr_s, size=size, length=cfg.batch * cfg.val_every, seed=cfg.seed,

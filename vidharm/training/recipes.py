@@ -161,14 +161,6 @@ def load_items(data_dir: str | os.PathLike, short_side: int, *, clips: Sequence[
     return people, scenes
 
 
-def _resize(a: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-    if a.shape[:2] == (size, size):
-        return a
-    interp = cv2.INTER_AREA if min(a.shape[:2]) > size else cv2.INTER_LINEAR
-    return cv2.resize(a, (size, size), interpolation=interp)
-
-
 def person_shape(rng: np.random.Generator, masks: Sequence[np.ndarray], size: int,
                  scale: tuple[float, float] = (0.3, 1.0)) -> np.ndarray:
     """A binary person-shaped mask (size, size): one person's matte, cut to its bounding box,
@@ -198,7 +190,7 @@ def sample_real(rng: np.random.Generator, people: Sequence[Item], scenes: Sequen
                 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """A square crop of a real image and its region: a person photo/frame with its own matte,
     or (probability ``p_scene``) a natural photo under a person-shaped mask."""
-    from .data import _person_crop, _random_crop, _crop
+    from .data import _crop, _person_crop, _random_crop, _resize
     use_scene = scenes and (rng.random() < p_scene or not people)
     if use_scene:
         item = scenes[int(rng.integers(len(scenes)))]
@@ -271,7 +263,7 @@ def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequ
     ``unedited`` every person image once, unchanged (the crop is the whole centre square).
     Each pair is ``{"composite", "mask", "real"}`` tensors (3,S,S), (1,S,S), (3,S,S).
     """
-    from .data import FFHQHAlteration
+    from .data import FFHQHAlteration, _resize
     alteration = FFHQHAlteration()
     out: dict[str, list[dict]] = {"ffhqh": [], "light": [], "unedited": []}
     n = per_image * (len(people) + len(scenes))
