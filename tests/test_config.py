@@ -45,3 +45,20 @@ def test_unknown_profile_lists_choices():
         load_config("video-kall")
     msg = e.value.one_line()
     assert "video-kall" in msg and "call-cpu" in msg and "\n" not in msg
+
+
+def test_overrides_from_maps_short_names_and_checks_values():
+    from vidharm.config import overrides_from
+    over = overrides_from({"harmonizer": "none", "strength": "0.5", "fps": None,
+                           "segmentation_model": "landscape", "live.size": "640x360"})
+    assert over == {"harmonizer.name": "none", "harmonizer.strength": 0.5,
+                    "segmentation.model": "landscape", "live.size": "640x360"}
+    assert load_config("call-cpu", over).harmonizer.strength == 0.5
+    with pytest.raises(ConfigError, match="unknown key 'colour'"):
+        overrides_from({"colour": 1})
+    with pytest.raises(ConfigError, match="mask.nope"):
+        overrides_from({"mask.nope": 1})
+    with pytest.raises(ConfigError) as e:
+        overrides_from({"strength": 5}, "the control file")
+    assert "'harmonizer.strength' in the control file" in e.value.one_line()
+    assert "0.0 to 1.0" in e.value.one_line()

@@ -1,7 +1,8 @@
 """Configuration: typed sections, TOML profiles, command-line overrides.
 
 A profile (``vidharm/profiles/*.toml``) is just a set of defaults. Resolution order, later wins:
-built-in defaults -> profile -> command-line flags. Unknown keys are an error naming the key.
+built-in defaults -> profile -> overrides (command-line flags, the live control file; see
+:func:`overrides_from`). Unknown keys and values out of range are an error naming the key.
 """
 from __future__ import annotations
 
@@ -95,18 +96,61 @@ class Config:
             if dotted == "description":
                 cfg.description = str(value)
                 continue
+            value = _checked(dotted, value, origin)
             section, _, key = dotted.partition(".")
-            if section not in SECTIONS or not key or "." in key:
-                raise ConfigError(f"unknown key '{dotted}' in {origin}",
-                                  f"valid sections: {', '.join(SECTIONS)}")
-            sec = getattr(cfg, section)
-            names = {f.name: f for f in fields(sec)}
-            if key not in names:
-                raise ConfigError(f"unknown key '{dotted}' in {origin}",
-                                  f"valid keys in [{section}]: {', '.join(names)}")
-            setattr(sec, key, check_value(dotted, _coerce(value, names[key], dotted, origin), origin))
+            setattr(getattr(cfg, section), key, value)
         cfg.source = origin if self.source == "built-in defaults" else f"{self.source} + {origin}"
         return cfg
+
+
+def _checked(dotted: str, value: Any, origin: str) -> Any:
+    """``value`` coerced to the type of the setting ``dotted`` (``section.key``) and checked
+    against :data:`LIMITS`; one :class:`ConfigError` naming the key and ``origin`` if the key
+    is unknown or the value not allowed."""
+    section, _, key = dotted.partition(".")
+    if section not in SECTIONS or not key or "." in key:
+        raise ConfigError(f"unknown key '{dotted}' in {origin}",
+                          f"valid sections: {', '.join(SECTIONS)}")
+    names = {f.name: f for f in fields(SECTIONS[section])}
+    if key not in names:
+        raise ConfigError(f"unknown key '{dotted}' in {origin}",
+                          f"valid keys in [{section}]: {', '.join(names)}")
+    return check_value(dotted, _coerce(value, names[key], dotted, origin), origin)
+
+
+#: Short names used by command-line flags and the live control file -> ``section.key``.
+SHORT_NAMES: dict[str, str] = {
+    "harmonizer": "harmonizer.name",
+    "strength": "harmonizer.strength",
+    "weights": "harmonizer.weights",
+    "device": "harmonizer.device",
+    "segmentation_model": "segmentation.model",
+    "size": "live.size",
+    "fps": "live.fps",
+    "sink": "live.sink",
+    "source": "live.source",
+}
+
+
+def overrides_from(values: Mapping[str, Any], origin: str = "command line") -> dict[str, Any]:
+    """Settings given by flags or the control file as ``{"section.key": value}`` for
+    :func:`load_config`.
+
+    Keys are the short names of :data:`SHORT_NAMES` (``strength``) or ``section.key``
+    (``harmonizer.strength``); ``None`` means "not given" and is dropped. Each value is
+    coerced and range-checked; an unknown key or a bad value raises one
+    :class:`ConfigError` naming the key and ``origin``.
+    """
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        dotted = SHORT_NAMES.get(name, name)
+        if "." not in dotted:
+            raise ConfigError(f"unknown key '{name}' in {origin}",
+                              f"use one of: {', '.join(SHORT_NAMES)}, or section.key")
+        out[dotted] = _checked(dotted, value, origin)
+    return out
 
 def _flatten(values: Mapping[str, Any], prefix: str = ""):
     for k, v in values.items():

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .common import config_from_flags, frame_process_settings
+
 
 @click.group("bench")
 def command():
@@ -57,10 +59,10 @@ def bench_transcode(sizes, frames, harmonizer, profile, background):
 
     from .. import assets
     from ..composite import make_background
-    from ..config import load_config
     from ..pipeline import STAGES, FramePipeline
     from ..transcode import transcode_file
-    cfg = load_config(profile, {"harmonizer.name": harmonizer})
+    frame_process_settings()
+    cfg = config_from_flags(profile, harmonizer=harmonizer)
     clip = str(assets.path("sample-clip"))
     bg_spec = background or str(assets.path("sample-background"))
     cols = ["decode"] + list(STAGES) + ["encode"]
@@ -223,6 +225,7 @@ def bench_live(harmonizers, height, seconds, profile, weights, background, chart
     as the camera, null sink: cores used (process CPU time / wall time), fps, dropped
     frames, latency p50/p95 (ms), refresh Hz, fit ms and CPU ms per frame by part."""
     import os
+    frame_process_settings()
     names = [h.strip() for h in harmonizers.split(",") if h.strip()]
     load = os.getloadavg()
     click.echo(f"vidharm bench live: profile={profile} {seconds:g} s each, cpu_count="

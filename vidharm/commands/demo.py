@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from .common import config_from_flags, frame_process_settings, report_batch
+
 
 @click.command("demo", epilog="""\b
 Example:
@@ -26,17 +28,17 @@ def command(out_dir, harmonizer, profile, background, no_progress):
     on four backgrounds (dark interior, blue, warm, green), plain composite above harmonized.
     """
     from .. import assets
-    from ..config import load_config
     from ..imageio import save_image
     from ..pipeline import FramePipeline
     from ..transcode import transcode_files
 
+    frame_process_settings()
     names = assets.assets_in(["core"])
     if not all(assets.is_cached(n) for n in names):
         assets.fetch_assets(names, progress=lambda m: click.echo(m, err=True))
     clip = str(assets.path("sample-clip"))
     bg = background or str(assets.path("sample-background"))
-    cfg = load_config(profile, {"harmonizer.name": harmonizer})
+    cfg = config_from_flags(profile, harmonizer=harmonizer)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mp4 = out / "sample_harmonized.mp4"
@@ -57,8 +59,7 @@ def command(out_dir, harmonizer, profile, background, no_progress):
     result = transcode_files([clip], out=str(mp4), out_dir=None,
                              make_processor=lambda info: Capture(cfg, bg, video=True),
                              overwrite=True, output_cfg=cfg.output, progress=not no_progress)
-    from ..cli import _report_batch
-    _report_batch(result)
+    report_batch(result)
     if snap:
         png = out / "sample_before_after.png"
         save_image(str(png), before_after(snap["original"], snap["composite"], snap["result"],

@@ -1,16 +1,12 @@
 """``vidharm run``: the live engine, webcam to "PHNet Camera" in real time."""
 from __future__ import annotations
 
-import logging
 import signal
-import sys
 from pathlib import Path
 
 import click
 
-from ..cli import _check_plugins, _config, pipeline_options
-
-log = logging.getLogger("vidharm.live")
+from .common import check_plugins, frame_process_settings, pipeline_options
 
 
 @click.command("run", epilog="""\b
@@ -71,23 +67,46 @@ def command(background, source, camera, size, fps, sink, output, duration, backg
     """
     from .. import assets
     from ..composite import make_background
-    from ..engine import LiveEngine, SmoothingTuning, backgrounds_in
-    from ..errors import ConfigError, OutputError
-    from ..registry import registry
-    from ..telemetry import one_line
+    from ..config import load_config, overrides_from
+    from ..engine import LiveEngine, SmoothingTuning
     from vidharm_plugins.sinks import parse_size
 
+    frame_process_settings()
     if output and not sink:
         sink = "file"
-    overrides = {"live.size": size, "live.fps": fps, "live.sink": sink, "live.source": source}
-    cfg = _config(profile, **kw, **overrides)
-    cli_overrides = {k: v for k, v in {
-        "harmonizer.name": kw.get("harmonizer"), "harmonizer.strength": kw.get("strength"),
-        "harmonizer.weights": kw.get("weights"), "harmonizer.device": kw.get("device"),
-        "segmentation.model": kw.get("segmentation_model"), **overrides}.items() if v is not None}
-    _check_plugins(cfg)
-    out_size = parse_size(cfg.live.size)
-    rate = float(cfg.live.fps or 30)
+    overrides = overrides_from({**kw, "size": size, "fps": fps, "sink": sink, "source": source})
+    cfg = load_config(profile, overrides)
+    _check_settings(cfg, output, telemetry_png)
+    out_size, rate = parse_size(cfg.live.size), float(cfg.live.fps or 30)
+
+    # everything that can fail on user input fails here, before the camera is opened: the
+    # sink is opened first (a bad output fails before the camera), the engine does not reopen it
+    bg = make_background(background, cfg)
+    snk = src = None
+    try:
+        snk = _open_sink(cfg.live.sink, out_size, rate, output, cfg)
+        src, resize_to, src_desc = _make_source(cfg.live.source, camera, out_size, rate,
+                                                not no_mjpg, assets)
+        engine = LiveEngine(cfg, src, snk, bg, fps=getattr(src, "fps", rate), resize_to=resize_to,
+                            harmonize=not no_harmonize,
+                            backgrounds=_background_list(background, backgrounds_dir),
+                            control=control, tuning=SmoothingTuning(mode=smoothing),
+                            max_refresh_hz=refresh_hz or "auto", grid_mode=grid_mode,
+                            max_fps=rate, profile=profile, overrides=overrides, open_sink=False)
+    except BaseException:
+        _close_quietly(src, snk, bg)
+        raise
+    click.echo(f"vidharm run: {src_desc} -> {_where(cfg.live.sink, snk, output)}; background "
+               f"{bg.describe()}; harmonizer {cfg.harmonizer.name}; Ctrl-C to stop", err=True)
+    summary = _run_until_stopped(engine, duration)
+    _report(summary, engine, snk, cfg.live.sink, src_desc, output, telemetry_png)
+
+
+def _check_settings(cfg, output: str | None, telemetry_png: str | None) -> None:
+    """Plugin names, model files, --output against --sink and the chart's folder: checked
+    before anything is opened."""
+    from ..errors import ConfigError
+    check_plugins(cfg)
     sink_name = cfg.live.sink
     if sink_name == "file" and not output:
         raise ConfigError("--sink file needs --output OUT.mp4", "give the recording's path")
@@ -97,41 +116,28 @@ def command(background, source, camera, size, fps, sink, output, duration, backg
     if telemetry_png:
         from ..video import ensure_output_dir
         ensure_output_dir(Path(telemetry_png).expanduser().resolve().parent)
-    tuning = SmoothingTuning(mode=smoothing)
 
-    # everything that can fail on user input fails here, before the camera is opened
-    bg = make_background(background, cfg)
-    snk = src = None
-    try:
-        snk = _make_sink(sink_name, out_size, rate, output, cfg)
-        opener = getattr(snk, "open", None)
-        if opener is not None:
-            opener(out_size, rate)
-        src, resize_to, src_desc = _make_source(cfg.live.source, camera, out_size, rate,
-                                                not no_mjpg, assets)
-        bgs = _background_list(background, backgrounds_dir)
-        max_hz = refresh_hz if refresh_hz else "auto"
-        engine = LiveEngine(cfg, src, snk, bg, fps=getattr(src, "fps", rate), resize_to=resize_to,
-                            harmonize=not no_harmonize, backgrounds=bgs, control=control,
-                            tuning=tuning, max_refresh_hz=max_hz, grid_mode=grid_mode,
-                            max_fps=rate,
-                            profile=profile,
-                            overrides=cli_overrides)
-    except BaseException:
-        for part in (src, snk, bg):
-            close = getattr(part, "close", None)
-            if close:
-                try:
-                    close()
-                except Exception:
-                    pass
-        raise
-    where = {"virtualcam": f"virtual camera {getattr(snk, 'device_name', None) or ''}".strip(),
-             "preview": "preview window", "file": f"recording {output}",
-             "null": "nowhere (null sink)"}.get(sink_name, sink_name)
-    click.echo(f"vidharm run: {src_desc} -> {where}; background {bg.describe()}; harmonizer "
-               f"{cfg.harmonizer.name}; Ctrl-C to stop", err=True)
 
+def _close_quietly(*parts) -> None:
+    for part in parts:
+        close = getattr(part, "close", None)
+        if close:
+            try:
+                close()
+            except Exception:
+                pass
+
+
+def _where(sink_name: str, snk, output: str | None) -> str:
+    """The sink in words, for the start line."""
+    return {"virtualcam": f"virtual camera {getattr(snk, 'device_name', None) or ''}".strip(),
+            "preview": "preview window", "file": f"recording {output}",
+            "null": "nowhere (null sink)"}.get(sink_name, sink_name)
+
+
+def _run_until_stopped(engine, duration: float | None) -> dict:
+    """Run the engine; the first Ctrl-C (or SIGTERM) stops it gracefully, a second one
+    stops waiting. Returns the telemetry summary."""
     def on_signal(signum, frame):
         if engine.stopped:                       # second Ctrl-C: stop waiting
             raise KeyboardInterrupt
@@ -139,10 +145,17 @@ def command(background, source, camera, size, fps, sink, output, duration, backg
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        summary = engine.run(duration=duration)
+        return engine.run(duration=duration)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _report(summary: dict, engine, snk, sink_name: str, src_desc: str, output: str | None,
+            telemetry_png: str | None) -> None:
+    """The closing lines: notes, the one-line summary, the chart, the recording."""
+    from ..errors import OutputError
+    from ..telemetry import one_line
     for note in summary.get("notes", []):
         click.echo(f"note: {note}", err=True)
     click.echo(f"vidharm run: {one_line(summary)}")
@@ -154,6 +167,19 @@ def command(background, source, camera, size, fps, sink, output, duration, backg
             raise OutputError(f"no recording was written to '{output}' (no frames reached it)",
                               "check the source and the output folder")
         click.echo(f"wrote {output} ({snk.frames} frames)")
+
+
+def _open_sink(name, size, fps, output, cfg):
+    """The sink, created and opened (where it has ``open``)."""
+    snk = _make_sink(name, size, fps, output, cfg)
+    try:
+        opener = getattr(snk, "open", None)
+        if opener is not None:
+            opener(size, fps)
+    except BaseException:
+        _close_quietly(snk)
+        raise
+    return snk
 
 
 def _make_sink(name, size, fps, output, cfg):
