@@ -58,9 +58,8 @@ def command(folder, validation, data_dir, weights, split, size, samples, max_sam
     if bool(folder) == bool(validation):
         raise InputError("give either a FOLDER, --validation or --recipes", "see `vidharm eval --help`")
     if validation:
-        from ..training.data import build_training_data
-        from ..training.train import _default_data_dir
-        dd = Path(data_dir).expanduser() if data_dir else _default_data_dir()
+        from ..training.data import build_training_data, default_data_dir
+        dd = Path(data_dir).expanduser() if data_dir else default_data_dir()
         dataset = build_training_data(dd, size=size, val_length=samples).val
         if dataset is None:
             raise InputError(f"no held-out photos in {dd}", "run scripts/fetch_training_data.py")

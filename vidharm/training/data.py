@@ -411,6 +411,13 @@ class TemporalPairs(Dataset):
 # ------------------------------------------------------------------------- assembling
 
 
+def default_data_dir() -> Path:
+    """Where scripts/fetch_training_data.py puts the training data by default: ``train-data``
+    in :func:`vidharm.assets.cache_dir`."""
+    from ..assets import cache_dir
+    return cache_dir() / "train-data"
+
+
 def split_by_source(records: Sequence, val_sources: Sequence[str], key=lambda r: r.source):
     """(train, val): every record of a source named in ``val_sources`` goes to val."""
     vs = set(val_sources)

@@ -97,6 +97,18 @@ def _grid_mode(comp: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, grid:
     return torch.stack(out).to(comp.device)
 
 
+def _temporal_error(res: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> float:
+    """Sum over the pairs of flattened (2B,...) frame pairs of the mean absolute difference, inside
+    either frame's mask, between the result's frame-to-frame change and the ground truth's
+    (0-255)."""
+    b = res.shape[0] // 2
+    r = res.view(b, 2, *res.shape[1:]) * 255
+    g = real.view(b, 2, *real.shape[1:]) * 255
+    m = (mask.view(b, 2, *mask.shape[1:]) > 0.5).any(1).float()
+    d = ((r[:, 1] - r[:, 0]) - (g[:, 1] - g[:, 0])).abs() * m
+    return float((d.flatten(1).sum(1) / (3 * m.flatten(1).sum(1).clamp_min(1))).sum())
+
+
 def _tile(t: torch.Tensor, height: int) -> np.ndarray:
     a = (t.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     from PIL import Image
@@ -164,7 +176,6 @@ def evaluate(model: nn.Module | None, dataset, *, size: int | None = 256, split:
         real = torch.stack([p["real"] for p in pending]).to(device)
         pair = comp.dim() == 5
         if pair:
-            b = comp.shape[0]
             comp, mask, real = comp.flatten(0, 1), mask.flatten(0, 1), real.flatten(0, 1)
         acc_c.update(blend(comp, comp, mask), real, mask)
         result = comp
@@ -175,15 +186,10 @@ def evaluate(model: nn.Module | None, dataset, *, size: int | None = 256, split:
             result = blend(pred, comp, mask)
             acc_m.update(result, real, mask)
         if pair:
-            for key, res in (("composite", comp), ("model", result if model is not None else None)):
-                if res is None:
-                    continue
-                r = res.view(b, 2, *res.shape[1:]) * 255
-                g = real.view(b, 2, *real.shape[1:]) * 255
-                m = (mask.view(b, 2, *mask.shape[1:]) > 0.5).any(1).float()
-                d = ((r[:, 1] - r[:, 0]) - (g[:, 1] - g[:, 0])).abs() * m
-                t_err[key] += float((d.flatten(1).sum(1) / (3 * m.flatten(1).sum(1).clamp_min(1))).sum())
-            t_err["pairs"] += b
+            t_err["composite"] += _temporal_error(comp, real, mask)
+            if model is not None:
+                t_err["model"] += _temporal_error(result, real, mask)
+            t_err["pairs"] += comp.shape[0] // 2
         for i, p in enumerate(pending):
             if p["_index"] % sheet_every == 0 and len(sheet) < sheet_rows:
                 j = i * 2 if pair else i

@@ -121,12 +121,12 @@ def _save_checkpoint(path: Path, model, opt, step: int, cfg: GridTrainConfig) ->
 def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume: bool = False) -> Path:
     from ..models import create_model
     from ..models.weights import save_weights
-    from .train import _default_data_dir
+    from .data import default_data_dir
 
     torch.set_num_threads(max(1, cfg.threads))
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else _default_data_dir()
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
     model = create_model(cfg.model, **cfg.overrides)
     size = model.config["in_size"]
     log(f"loading data from {data_dir} ...")

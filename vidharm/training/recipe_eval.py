@@ -51,8 +51,8 @@ def load_validation(data_dir: str | Path | None = None, size: int = 256, per_ima
     from .data import VAL_CLIPS, split_by_source
     from .grid_train import VAL_PEOPLE, VAL_SCENES
     from .recipes import load_items, short_side_for, validation_sets
-    from .train import _default_data_dir
-    dd = Path(data_dir).expanduser() if data_dir else _default_data_dir()
+    from .data import default_data_dir
+    dd = Path(data_dir).expanduser() if data_dir else default_data_dir()
     people, scenes = load_items(dd, short_side_for(size, 0.75), clips=VAL_CLIPS, progress=progress)
     tr_p, va_p = split_by_source(people, VAL_PEOPLE + tuple(f"clip:{c}" for c in VAL_CLIPS))
     _, va_s = split_by_source(scenes, VAL_SCENES)
