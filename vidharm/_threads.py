@@ -1,14 +1,16 @@
-"""Thread-pool hygiene for the per-frame hot path.
+"""Process-wide settings for frame processing, made once by the entry points.
 
 On a 2-core machine a video pipeline already keeps every core busy (decoder, MediaPipe,
 encoder). Letting OpenBLAS start its own threads for small per-frame matrix products then
 oversubscribes the CPU: measured here, a 600x700 colour-grid interpolation took 101 ms with
-2 BLAS threads under load and 1.9 ms with one. Hot-path code calls
-:func:`blas_single_thread`, which pins BLAS to one thread for the process.
+2 BLAS threads under load and 1.9 ms with one. Library code changes neither setting: the
+commands that process frames call :func:`pin_blas_single_thread` and :func:`tune_allocator`
+(:func:`vidharm.commands.common.frame_process_settings`); scripts and benchmarks that time
+the frame path call them themselves. ``vidharm train`` pins nothing: training wants its
+threads.
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 
 _limiter = None
@@ -29,13 +31,6 @@ def pin_blas_single_thread() -> None:
             if _limiter is None:
                 from threadpoolctl import threadpool_limits
                 _limiter = threadpool_limits(limits=1, user_api="blas")
-
-
-def blas_single_thread():
-    """Context manager form for hot-path functions: pins BLAS to one thread (process-wide,
-    once, see :func:`pin_blas_single_thread`) and does nothing on exit."""
-    pin_blas_single_thread()
-    return contextlib.nullcontext()
 
 
 _allocator_tuned = False
