@@ -1,171 +1,30 @@
 """Public Python API: :class:`Harmonizer`.
 
     >>> from vidharm import Harmonizer
-    >>> h = Harmonizer.from_pretrained("default")           # shipped phnet-lite, no network
+    >>> h = Harmonizer.from_pretrained("default")           # shipped phnet-grid, no network
     >>> out = h(composite_rgb, mask)                         # uint8 HxWx3, uint8 HxW -> uint8 HxWx3
 
 The network runs at its own resolution (``work_size``, square, as the published test script
 did); its effect is fitted as a grid of affine colour transforms (:mod:`vidharm.color`) and
 applied to the full-resolution composite, so the person's detail is kept. Background pixels
 come back unchanged.
+
+This module is a face over the core (:class:`vidharm.models.runner.ModelRunner`); nothing in
+vidharm imports it but the package's ``__init__`` and the command line.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Sequence
+from .models import WEIGHTS_DIR
+from .models.runner import ModelRunner, resolve_device
 
-import numpy as np
-
-from .color import ColorGrid, apply_grid, fit_grid
-from .errors import InputError
-from .harmonize.base import as_float_mask
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = {"default": "phnet-grid.safetensors", "phnet-grid": "phnet-grid.safetensors",
-                   "phnet-lite": "phnet-lite.safetensors", "fmm": "fmm.safetensors"}
+__all__ = ["Harmonizer", "resolve_device", "WEIGHTS_DIR"]
 
 
-def resolve_device(device: str = "auto") -> str:
-    import torch
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is available",
-                         "use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"unknown device '{device}'", "use auto, cpu or cuda")
-    return device
-
-
-class Harmonizer:
+class Harmonizer(ModelRunner):
     """A harmonization network plus the full-resolution colour-transform fitting.
 
-    Parameters
-    ----------
-    model: a ``torch.nn.Module`` with ``forward(image (B,3,h,w) [0,1], mask (B,1,h,w) {0,1})``.
-    work_size: the network's input size (square), 256 by default.
-    grid: cells of the fitted colour-transform grid (rows, cols).
+    ``Harmonizer.from_pretrained(name_or_path, device="auto")`` loads shipped or given weights;
+    ``h(composite, mask)`` harmonizes one frame, ``h.batch(...)`` several in one network call,
+    ``h.fit(...)`` returns the :class:`vidharm.color.ColorGrid` without applying it. See
+    :class:`vidharm.models.runner.ModelRunner` for every method.
     """
-
-    def __init__(self, model, device: str = "auto", work_size: int = 256,
-                 grid: tuple[int, int] = (4, 4), name: str = "custom"):
-        import torch
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
-        self.work_size = int(work_size)
-        self.grid = grid
-        self.name = name
-        self._torch = torch
-        self.amp_dtype = None
-        if self.device == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_pretrained(cls, name: str = "default", device: str = "auto", **kw) -> "Harmonizer":
-        """``name``: "default" (shipped phnet-lite), a shipped model name ("phnet-lite", "fmm"),
-        or a weights path (vidharm ``.safetensors`` or a published PHNet ``.pth``)."""
-        from .models.weights import load_published, load_weights
-        if name in DEFAULT_WEIGHTS:
-            path = WEIGHTS_DIR / DEFAULT_WEIGHTS[name]
-            if not path.is_file():
-                raise InputError(f"no shipped weights for '{name}' ({path} is missing)",
-                                 "reinstall vidharm, or pass --weights PATH")
-        else:
-            path = Path(os.path.expanduser(name))
-            if not path.is_file():
-                raise InputError(f"weights file '{name}' does not exist",
-                                 f"give a .safetensors/.pth path or one of: {', '.join(DEFAULT_WEIGHTS)}")
-        if path.suffix == ".safetensors":
-            model = load_weights(path)
-        else:
-            model = load_published(path)
-        return cls(model, device=device, name=path.stem, **kw)
-
-    # ------------------------------------------------------------------ core
-    def _to_tensor(self, composite: np.ndarray, mask: np.ndarray):
-        """Square low-res network input: (1,3,s,s) float [0,1] and (1,1,s,s) {0,1}."""
-        import cv2
-        s = self.work_size
-        small = cv2.resize(composite, (s, s), interpolation=cv2.INTER_AREA)
-        msmall = cv2.resize(mask, (s, s), interpolation=cv2.INTER_AREA)
-        torch = self._torch
-        img = torch.from_numpy(small).permute(2, 0, 1)[None].float().div_(255.0)
-        m = torch.from_numpy((msmall > 0.5).astype(np.float32))[None, None]   # binarised at .5
-        return img.to(self.device), m.to(self.device), small, msmall
-
-    def run_network(self, image, mask):
-        """Torch form for the engine: (B,3,h,w) [0,1], (B,1,h,w) -> blended (B,3,h,w)."""
-        torch = self._torch
-        with torch.inference_mode():
-            if self.amp_dtype is not None:
-                with torch.autocast("cuda", dtype=self.amp_dtype):
-                    out = self.model(image, mask)
-            else:
-                out = self.model(image, mask)
-            out = out.float().clamp_(0, 1)
-            return out * mask + image * (1 - mask)
-
-    tensor = run_network
-
-    @property
-    def predicts_grid(self) -> bool:
-        """True for models that output the colour grid themselves (``phnet-grid``)."""
-        return callable(getattr(self.model, "predict_grid", None))
-
-    def predict_grids(self, image, mask) -> np.ndarray:
-        """Grid models: (B,3,h,w) [0,1], (B,1,h,w) -> coefficients (B, gh, gw, 3, 4)."""
-        with self._torch.inference_mode():
-            return self.model.predict_grid(image, mask).float().cpu().numpy()
-
-    def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
-        """The colour-transform grid for this composite: predicted directly by grid models,
-        otherwise fitted to the network's output at low resolution."""
-        img, m, small, msmall = self._to_tensor(composite, mask)
-        if self.predicts_grid:
-            return ColorGrid(np.ascontiguousarray(self.predict_grids(img, m)[0]))
-        out = self.run_network(img, m)[0].permute(1, 2, 0).float().cpu().numpy()
-        return fit_grid(small.astype(np.float32) / 255.0, out, (msmall > 0.5).astype(np.float32),
-                        self.grid, ridge=1e-3)
-
-    def __call__(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        comp, m = _check_pair(composite, mask)
-        return apply_grid(comp, m, self.fit(comp, m))
-
-    def batch(self, composites: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Harmonize several frames in one network call."""
-        torch = self._torch
-        pairs = [_check_pair(c, m) for c, m in zip(composites, masks)]
-        if not pairs:
-            return []
-        tens = [self._to_tensor(c, m) for c, m in pairs]
-        img = torch.cat([t[0] for t in tens])
-        msk = torch.cat([t[1] for t in tens])
-        if self.predicts_grid:
-            return [apply_grid(comp, m, ColorGrid(np.ascontiguousarray(c)))
-                    for (comp, m), c in zip(pairs, self.predict_grids(img, msk))]
-        outs = self.run_network(img, msk).permute(0, 2, 3, 1).float().cpu().numpy()
-        res = []
-        for (comp, m), t, o in zip(pairs, tens, outs):
-            g = fit_grid(t[2].astype(np.float32) / 255.0, o, (t[3] > 0.5).astype(np.float32),
-                         self.grid, ridge=1e-3)
-            res.append(apply_grid(comp, m, g))
-        return res
-
-    def full_resolution(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Run the network on the whole frame (for comparison; slow on large frames)."""
-        comp, m = _check_pair(composite, mask)
-        torch = self._torch
-        img = torch.from_numpy(comp).permute(2, 0, 1)[None].float().div_(255.0).to(self.device)
-        mb = torch.from_numpy((m > 0.5).astype(np.float32))[None, None].to(self.device)
-        out = self.run_network(img, mb)[0].permute(1, 2, 0).cpu().numpy()
-        return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def _check_pair(composite, mask):
-    comp = np.asarray(composite)
-    if comp.ndim != 3 or comp.shape[2] != 3 or comp.dtype != np.uint8:
-        raise InputError(f"composite must be uint8 HxWx3 RGB, got {comp.dtype} {comp.shape}",
-                         "pass an 8-bit RGB image")
-    return np.ascontiguousarray(comp), as_float_mask(mask, comp.shape[:2])

@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as Fn
 from torch import Tensor, nn
 
+from ._registry import register_arch, register_model
 from .padding import PaddedForward
 
 from .blocks import fp32_stats
@@ -423,3 +424,20 @@ def fmm_options(spec: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     if not (out["self_attention"] or out["modulation"]):
         raise ValueError("fmm needs self_attention, modulation or both")
     return out
+
+
+# ------------------------------------------------------------------------------- the table
+register_arch("fmm", FMMNet, FMM_DEFAULT_OPTIONS)
+_FMM_NET = dict(arch="fmm", enc_sizes=[4, 16, 32, 64, 128])
+register_model(
+    "fmm", "U-Net + attention-based fg/bg feature map modulation at the bottleneck (FMM)",
+    weights="fmm.safetensors", fmm_levels=[0], self_attention=True, modulation=True, **_FMM_NET)
+register_model(
+    "fmm-base", "FMM ablation: the U-Net without the module",
+    fmm_levels=[], self_attention=True, modulation=True, **_FMM_NET)
+register_model(
+    "fmm-sa", "FMM ablation: self-attention block only (no modulation)",
+    fmm_levels=[0], self_attention=True, modulation=False, **_FMM_NET)
+register_model(
+    "fmm-nosa", "FMM ablation: modulation without the self-attention block",
+    fmm_levels=[0], self_attention=False, modulation=True, **_FMM_NET)

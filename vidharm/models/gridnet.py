@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._registry import register_arch, register_model
+
 GRID_DEFAULT_OPTIONS: Dict[str, Any] = {
     "in_size": 128,            # the network's input size (square): the statistics
     "enc_size": 64,            # the encoder's input size (the image area-downsampled)
@@ -226,3 +228,12 @@ class GridNet(nn.Module):
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         return apply_coeffs(image, mask, self.predict_grid(image, mask))
+
+
+# ------------------------------------------------------------------------------- the table
+register_arch("grid", GridNet, GRID_DEFAULT_OPTIONS)
+register_model(
+    "phnet-grid", "predicts the colour grid itself: PN patch statistics of person and scene at "
+    "grids 1/2/4 + a small encoder + a global-affine/local-residual head (vidharm's default)",
+    arch="grid", weights="phnet-grid.safetensors", enc_sizes=[16, 32, 64, 96], in_size=64,
+    enc_size=64, grid=4, stat_grids=[1, 2, 4], hidden=96, local_scale=0.5)

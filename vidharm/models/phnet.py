@@ -1,7 +1,7 @@
 """PHNet encoder-decoder (patch-normalised portrait harmonization), configurable.
 
 The default options reproduce the published implementation exactly (its state-dict keys,
-its quirks and its outputs, see ``/work/shared/phnet-reference/README.md``)::
+its quirks and its outputs)::
 
     x_harm = PFE(image, mask)                         (B,3,H,W)
     e_1..e_n = encoder(image)                         conv k4s2 / k3s1 alternating, IN, ReLU
@@ -10,7 +10,8 @@ its quirks and its outputs, see ``/work/shared/phnet-reference/README.md``)::
         x = decoder[i](skip[i](cat[x, s_i]))
     out = sigmoid(x)                                  (B,3,H,W), unblended
 
-Options beyond the published model (used by the lite configurations, see ``__init__``):
+Options beyond the published model (used by the lite configurations registered at the
+bottom of this module):
 
 - ``skip_kernel``: kernel of the ``skip.i.rconv`` fusion convolutions (published 3).
 - ``quirk_bg_div255``: the published PFE composite uses ``bg/255`` for the background
@@ -53,6 +54,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ._registry import register_arch, register_model
 from .padding import PaddedForward
 
 from .blocks import FeatureExtractor, PatchNorm, SEBlock, SkipConv
@@ -260,3 +262,29 @@ def infer(model: nn.Module, image: Tensor, mask: Tensor, precision: str = "auto"
     else:
         out = model(image, mask)
     return out.float()
+
+
+# ------------------------------------------------------------------------------- the table
+register_arch("phnet", PHNet, DEFAULT_OPTIONS, required=("enc_sizes", "grid_count"),
+              optional=("fmm",))
+
+#: configurations that load the authors' published .pth files
+PUBLISHED_MODELS = ("phnet-ffhqh", "phnet-iharmony4")
+register_model(
+    "phnet-ffhqh", "PHNet as published, FFHQH portraits (39.9M params; ffhqh*.pth)",
+    arch="phnet", enc_sizes=[3, 16, 64, 128, 256, 512, 1024], grid_count=[4, 3, 2, 1])
+register_model(
+    "phnet-iharmony4", "PHNet as published, iHarmony4 (10.0M params; iharmony512.pth)",
+    arch="phnet", enc_sizes=[3, 16, 32, 64, 128, 256, 512], grid_count=[10, 5, 1])
+_LITE = dict(arch="phnet", grid_count=[4, 3, 2, 1], skip_kernel=1, quirk_bg_div255=False,
+             quirk_scalar_se=False, keep_unused=False, residual_output=True)
+register_model(
+    "phnet-lite", "real-time PHNet (1.1M params, published quirks fixed)",
+    weights="phnet-lite.safetensors", enc_sizes=[3, 8, 16, 32, 64, 128, 256], **_LITE)
+register_model(
+    "phnet-lite-s", "smaller real-time PHNet (0.6M params, published quirks fixed)",
+    enc_sizes=[3, 8, 12, 24, 48, 96, 192], **_LITE)
+register_model(
+    "phnet-lite-fmm", "phnet-lite + FMM on the decoder input of stage 1 (128 ch, 1/8 size)",
+    enc_sizes=[3, 8, 16, 32, 64, 128, 256], **_LITE,
+    fmm=dict(levels=[1], self_attention=True, modulation=True, reduction=8, eps=1e-5))

@@ -37,7 +37,8 @@ from torch import Tensor, nn
 
 from .._fs import atomic_path
 from ..errors import ConfigError, InputError
-from . import PUBLISHED_MODELS, build_model, create_model
+from . import build_model, create_model
+from .phnet import PUBLISHED_MODELS
 
 StateDict = Dict[str, Tensor]
 PathLike = Union[str, os.PathLike]

@@ -1,0 +1,169 @@
+"""Runs a harmonization network on frames: :class:`ModelRunner` (public as
+:class:`vidharm.Harmonizer`).
+
+The network runs at its own resolution (``work_size``, square, as the published test script
+did); its effect is fitted as a grid of affine colour transforms (:mod:`vidharm.color`), or
+predicted directly by grid models, and applied to the full-resolution composite, so the
+person's detail is kept. Background pixels come back unchanged. Importing this module does not
+import torch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..color import ColorGrid, apply_grid, fit_grid
+from ..errors import InputError
+from ..mask import to_float_mask
+from . import shipped_names, shipped_weights
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA GPU is available",
+                         "use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"unknown device '{device}'", "use auto, cpu or cuda")
+    return device
+
+
+class ModelRunner:
+    """A harmonization network plus the full-resolution colour-transform fitting.
+
+    Parameters
+    ----------
+    model: a ``torch.nn.Module`` with ``forward(image (B,3,h,w) [0,1], mask (B,1,h,w) {0,1})``.
+    work_size: the network's input size (square), 256 by default.
+    grid: cells of the fitted colour-transform grid (rows, cols).
+    """
+
+    def __init__(self, model, device: str = "auto", work_size: int = 256,
+                 grid: tuple[int, int] = (4, 4), name: str = "custom"):
+        import torch
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.work_size = int(work_size)
+        self.grid = grid
+        self.name = name
+        self._torch = torch
+        self.amp_dtype = None
+        if self.device == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, name: str = "default", device: str = "auto", **kw):
+        """``name``: "default" (shipped phnet-grid), a shipped model name ("phnet-grid",
+        "phnet-lite", "fmm": :func:`vidharm.models.shipped_names`), or a weights path (vidharm
+        ``.safetensors`` or a published PHNet ``.pth``)."""
+        from .weights import load_published, load_weights
+        if name in shipped_names():
+            path = shipped_weights(name)
+        else:
+            path = Path(os.path.expanduser(name))
+            if not path.is_file():
+                raise InputError(f"weights file '{name}' does not exist",
+                                 f"give a .safetensors/.pth path or one of: {', '.join(shipped_names())}")
+        if path.suffix == ".safetensors":
+            model = load_weights(path)
+        else:
+            model = load_published(path)
+        return cls(model, device=device, name=path.stem, **kw)
+
+    # ------------------------------------------------------------------ core
+    def _to_tensor(self, composite: np.ndarray, mask: np.ndarray):
+        """Square low-res network input: (1,3,s,s) float [0,1] and (1,1,s,s) {0,1}."""
+        import cv2
+        s = self.work_size
+        small = cv2.resize(composite, (s, s), interpolation=cv2.INTER_AREA)
+        msmall = cv2.resize(mask, (s, s), interpolation=cv2.INTER_AREA)
+        torch = self._torch
+        img = torch.from_numpy(small).permute(2, 0, 1)[None].float().div_(255.0)
+        m = torch.from_numpy((msmall > 0.5).astype(np.float32))[None, None]   # binarised at .5
+        return img.to(self.device), m.to(self.device), small, msmall
+
+    def run_network(self, image, mask):
+        """Torch form for the engine: (B,3,h,w) [0,1], (B,1,h,w) -> blended (B,3,h,w)."""
+        torch = self._torch
+        with torch.inference_mode():
+            if self.amp_dtype is not None:
+                with torch.autocast("cuda", dtype=self.amp_dtype):
+                    out = self.model(image, mask)
+            else:
+                out = self.model(image, mask)
+            out = out.float().clamp_(0, 1)
+            return out * mask + image * (1 - mask)
+
+    tensor = run_network
+
+    @property
+    def predicts_grid(self) -> bool:
+        """True for models that output the colour grid themselves (``phnet-grid``)."""
+        return callable(getattr(self.model, "predict_grid", None))
+
+    def predict_grids(self, image, mask) -> np.ndarray:
+        """Grid models: (B,3,h,w) [0,1], (B,1,h,w) -> coefficients (B, gh, gw, 3, 4)."""
+        with self._torch.inference_mode():
+            return self.model.predict_grid(image, mask).float().cpu().numpy()
+
+    def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
+        """The colour-transform grid for this composite: predicted directly by grid models,
+        otherwise fitted to the network's output at low resolution."""
+        img, m, small, msmall = self._to_tensor(composite, mask)
+        if self.predicts_grid:
+            return ColorGrid(np.ascontiguousarray(self.predict_grids(img, m)[0]))
+        out = self.run_network(img, m)[0].permute(1, 2, 0).float().cpu().numpy()
+        return fit_grid(small.astype(np.float32) / 255.0, out, (msmall > 0.5).astype(np.float32),
+                        self.grid, ridge=1e-3)
+
+    def __call__(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        comp, m = _check_pair(composite, mask)
+        return apply_grid(comp, m, self.fit(comp, m))
+
+    def batch(self, composites: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Harmonize several frames in one network call."""
+        torch = self._torch
+        pairs = [_check_pair(c, m) for c, m in zip(composites, masks)]
+        if not pairs:
+            return []
+        tens = [self._to_tensor(c, m) for c, m in pairs]
+        img = torch.cat([t[0] for t in tens])
+        msk = torch.cat([t[1] for t in tens])
+        if self.predicts_grid:
+            return [apply_grid(comp, m, ColorGrid(np.ascontiguousarray(c)))
+                    for (comp, m), c in zip(pairs, self.predict_grids(img, msk))]
+        outs = self.run_network(img, msk).permute(0, 2, 3, 1).float().cpu().numpy()
+        res = []
+        for (comp, m), t, o in zip(pairs, tens, outs):
+            g = fit_grid(t[2].astype(np.float32) / 255.0, o, (t[3] > 0.5).astype(np.float32),
+                         self.grid, ridge=1e-3)
+            res.append(apply_grid(comp, m, g))
+        return res
+
+    def full_resolution(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Run the network on the whole frame (for comparison; slow on large frames)."""
+        comp, m = _check_pair(composite, mask)
+        torch = self._torch
+        img = torch.from_numpy(comp).permute(2, 0, 1)[None].float().div_(255.0).to(self.device)
+        mb = torch.from_numpy((m > 0.5).astype(np.float32))[None, None].to(self.device)
+        out = self.run_network(img, mb)[0].permute(1, 2, 0).cpu().numpy()
+        return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _check_pair(composite, mask):
+    comp = np.asarray(composite)
+    if comp.ndim != 3 or comp.shape[2] != 3 or comp.dtype != np.uint8:
+        raise InputError(f"composite must be uint8 HxWx3 RGB, got {comp.dtype} {comp.shape}",
+                         "pass an 8-bit RGB image")
+    m = to_float_mask(mask)
+    if m.shape != comp.shape[:2]:
+        raise InputError(f"mask is {m.shape[1]}x{m.shape[0]} but the image is "
+                         f"{comp.shape[1]}x{comp.shape[0]}",
+                         "give a mask with the same width and height as the image")
+    return np.ascontiguousarray(comp), m
