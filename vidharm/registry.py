@@ -1,22 +1,28 @@
 """Named registries for pluggable parts: sources, segmenters, sinks, harmonizers.
 
-Built-ins register themselves when :func:`ensure_plugins_loaded` imports ``vidharm.harmonize``
-and ``vidharm_plugins`` (the ``plugins/`` folder). Third parties register through the Python entry-point group
-``vidharm.plugins``: each entry point names a callable ``register(registry)`` (or a module
-whose import registers things). Example, in a third party's ``pyproject.toml``::
+Every part comes in through the Python entry-point group ``vidharm.plugins``, vidharm's own
+too (its ``pyproject.toml`` declares the built-in harmonizers and the ``plugins/`` folder,
+``vidharm_plugins``). An entry point names a callable ``register(reg)``, which receives the
+:class:`PluginRegistry`, or a module whose import registers things. vidharm's own are loaded
+first, so a third party's part of the same name replaces a built-in one (with a warning).
+Example, in a third party's ``pyproject.toml``::
 
     [project.entry-points."vidharm.plugins"]
     sepia = "vidharm_sepia:register"
 
 and ``vidharm_sepia.register(reg)`` calls ``reg.sinks.add("sepia", SepiaSink)``.
+
+Entry points exist once the package is installed (``pip install -e .`` in a source checkout;
+``scripts/setup.sh`` does it); a stale install may lack new ones. This module imports no part
+of vidharm but :mod:`vidharm.errors`.
 """
 from __future__ import annotations
 
 import difflib
-import importlib
 import logging
 import threading
 from importlib import metadata
+from types import ModuleType
 from typing import Any, Callable, Dict, Generic, Iterator, TypeVar
 
 from .errors import ConfigError
@@ -42,12 +48,6 @@ class Registry(Generic[T]):
         self._help[name] = help or (doc[0] if doc else "")
         return factory
 
-    def register(self, name: str, help: str = ""):
-        """Decorator form of :meth:`add`."""
-        def deco(factory):
-            return self.add(name, factory, help)
-        return deco
-
     def get(self, name: str) -> Callable[..., T]:
         ensure_plugins_loaded()
         try:
@@ -56,6 +56,9 @@ class Registry(Generic[T]):
             known = sorted(self._items)
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
+            if not known:
+                hint = (f"no {self.kind} is registered at all: install vidharm so that its "
+                        "entry points exist (pip install -e .); ")
             raise ConfigError(
                 f"unknown {self.kind} '{name}'",
                 f"{hint}known {self.kind}s: {', '.join(known) or 'none'}; "
@@ -95,7 +98,7 @@ plugin_errors: list[str] = []
 
 
 def ensure_plugins_loaded() -> None:
-    """Import built-in plugins and third-party entry points (once)."""
+    """Load every entry point of the ``vidharm.plugins`` group (once), vidharm's own first."""
     global _loaded
     if _loaded:
         return
@@ -103,12 +106,11 @@ def ensure_plugins_loaded() -> None:
         if _loaded:
             return
         _loaded = True
-        importlib.import_module("vidharm.harmonize")  # built-in harmonizers
-        importlib.import_module("vidharm_plugins")     # built-in sources/segmenters/sinks
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: not _ours(ep))
+        for ep in eps:
             try:
                 obj = ep.load()
-                if callable(obj):
+                if not isinstance(obj, ModuleType):     # a module registered on import
                     obj(registry)
             except Exception as exc:  # a broken plugin must not break vidharm
                 msg = f"plugin '{ep.name}' ({ep.value}) failed to load: {exc}"
@@ -116,3 +118,6 @@ def ensure_plugins_loaded() -> None:
                 log.warning(msg)
 
 
+def _ours(ep: metadata.EntryPoint) -> bool:
+    dist = getattr(ep, "dist", None)
+    return dist is not None and (dist.metadata["Name"] or "").lower() == "vidharm"
