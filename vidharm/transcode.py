@@ -29,8 +29,10 @@ import numpy as np
 
 from .config import OutputConfig
 from .errors import InputError, OutputError, VidharmError
-from .video import (MP4_SUFFIXES, VideoInfo, VideoReader, VideoWriter, audio_stream,
-                    check_input_file, check_output_config, ensure_output_dir, probe, same_file)
+from .protocols import Closable
+from .video import (MP4_SUFFIXES, ThreadedWriter, VideoInfo, VideoReader, VideoWriter,
+                    audio_stream, check_input_file, check_output_config, ensure_output_dir,
+                    probe, same_file)
 
 log = logging.getLogger(__name__)
 
@@ -257,9 +259,7 @@ def transcode_file(src: str, dst: str | os.PathLike, make_processor: ProcessorFa
         on_info(info)
     make_processor = make_processor or identity_processor
     proc = make_processor(info)
-    decode_s = process_s = encode_s = 0.0
-    writer: VideoWriter | None = None
-    frames = 0
+    writer: ThreadedWriter | None = None
     try:
         def carry(packet):
             writer.write_audio_packet(packet)
@@ -270,65 +270,85 @@ def transcode_file(src: str, dst: str | os.PathLike, make_processor: ProcessorFa
 
         with VideoReader(src, info=info, select_streams=pick_audio, on_packet=carry) as reader:
             aud = reader.other_streams[0] if reader.other_streams else None
-            writer = _ThreadedWriter(VideoWriter(
+            writer = ThreadedWriter(VideoWriter(
                 dst, info.size, time_base=info.time_base, fps=info.fps, output_cfg=output_cfg,
                 audio_from=aud, overwrite=overwrite, input_path=src))
-            decode_busy = [0.0]
-            frames_iter = _prefetch(reader, busy=decode_busy)   # decode + demux on its own thread
-            try:
-                expect = (info.height, info.width, 3)
-                while True:
-                    t0 = time.perf_counter()
-                    try:
-                        rgb, t, idx = next(frames_iter)
-                    except StopIteration:
-                        decode_s += time.perf_counter() - t0
-                        break
-                    t1 = time.perf_counter()
-                    out = proc(rgb, t)
-                    t2 = time.perf_counter()
-                    if not isinstance(out, np.ndarray) or out.shape != expect or out.dtype != np.uint8:
-                        got = (f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray)
-                               else type(out).__name__)
-                        raise ValueError(f"frame processor returned {got} for frame {idx}; "
-                                         f"expected {expect} uint8")
-                    writer.write(out, t)       # queued: encoding overlaps the next frame
-                    t3 = time.perf_counter()
-                    decode_s += t1 - t0
-                    process_s += t2 - t1
-                    encode_s += t3 - t2
-                    frames += 1
-                    if on_frame is not None:
-                        on_frame(frames)
-                t0 = time.perf_counter()
-                writer.close(end_time=reader.end_time)
-                encode_s += time.perf_counter() - t0
-            except BaseException:
-                frames_iter.close()           # stop and join the decoder before the file closes
-                writer.abort()
-                raise
+            loop = _run_frames(reader, proc, writer, (info.height, info.width, 3), on_frame)
     finally:
-        close = getattr(proc, "close", None)
-        if callable(close):
-            close()
-    audio_s = writer.audio_seconds if writer else 0.0
+        if isinstance(proc, Closable):
+            proc.close()
+    audio_s = writer.audio_seconds
     total = time.perf_counter() - t_start
     stages = getattr(proc, "timings", None)
     return FileResult(
-        input=src, output=str(dst), status="ok", frames=frames,
+        input=src, output=str(dst), status="ok", frames=loop.frames,
         duration=(reader.end_time or 0.0) - info.start_time, seconds=total,
-        audio=writer.audio_mode if writer else None,
+        audio=writer.audio_mode,
         # decode: the decoder thread's own time (overlapping processing); decode_wait: how long
         # the frame loop waited for it
-        timings={"probe": probe_s, "decode": decode_busy[0], "decode_wait": decode_s,
-                 "process": process_s,
+        timings={"probe": probe_s, "decode": loop.decode_busy[0], "decode_wait": loop.decode_wait,
+                 "process": loop.process,
                  # time the encoder thread spent (overlapping decode/process), and the time
                  # the frame loop waited for it (queue full, final flush)
-                 "encode": max(0.0, writer.encode_seconds - audio_s) if writer else 0.0,
-                 "encode_wait": encode_s,
+                 "encode": max(0.0, writer.encode_seconds - audio_s),
+                 "encode_wait": loop.encode_wait,
                  "audio": audio_s, "total": total},
         stage_timings=dict(stages) if isinstance(stages, Mapping) else {},
         info=info)
+
+
+@dataclass
+class _LoopTimes:
+    """What the frame loop of one file counted (seconds are cumulative)."""
+
+    frames: int = 0
+    decode_busy: list = field(default_factory=lambda: [0.0])   # the decoder thread's time
+    decode_wait: float = 0.0
+    process: float = 0.0
+    encode_wait: float = 0.0
+
+
+def _run_frames(reader: VideoReader, proc: FrameProcessor, writer: ThreadedWriter,
+                expect: tuple[int, int, int], on_frame: Callable[[int], None] | None) -> _LoopTimes:
+    """Decode (on its own thread), process and queue every frame, then finish the file.
+    On any error or Ctrl-C the decoder is stopped and the partial output discarded."""
+    times = _LoopTimes()
+    frames_iter = _prefetch(reader, busy=times.decode_busy)   # decode + demux on its own thread
+    try:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                rgb, t, idx = next(frames_iter)
+            except StopIteration:
+                times.decode_wait += time.perf_counter() - t0
+                break
+            t1 = time.perf_counter()
+            out = proc(rgb, t)
+            t2 = time.perf_counter()
+            _check_processed(out, expect, idx)
+            writer.write(out, t)       # queued: encoding overlaps the next frame
+            t3 = time.perf_counter()
+            times.decode_wait += t1 - t0
+            times.process += t2 - t1
+            times.encode_wait += t3 - t2
+            times.frames += 1
+            if on_frame is not None:
+                on_frame(times.frames)
+        t0 = time.perf_counter()
+        writer.close(end_time=reader.end_time)
+        times.encode_wait += time.perf_counter() - t0
+    except BaseException:
+        frames_iter.close()           # stop and join the decoder before the file closes
+        writer.abort()
+        raise
+    return times
+
+
+def _check_processed(out, expect: tuple[int, int, int], idx: int) -> None:
+    if not isinstance(out, np.ndarray) or out.shape != expect or out.dtype != np.uint8:
+        got = f"{out.shape} {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"frame processor returned {got} for frame {idx}; "
+                         f"expected {expect} uint8")
 
 
 def _prefetch(iterable, depth: int = 3, busy: list | None = None):
@@ -389,85 +409,12 @@ def _prefetch(iterable, depth: int = 3, busy: list | None = None):
             t.join(timeout=0.05)
 
 
-class _ThreadedWriter:
-    """Runs a :class:`VideoWriter` on its own thread so x264 encodes while the next frame is
-    decoded and processed (on 2 cores this overlap is most of the real-time margin).
-
-    Every call (video frames, audio packets, close, abort) goes through one ordered queue, so
-    the muxer is only ever touched by the writer thread. The queue is bounded (back-pressure,
-    bounded memory). An error on the writer thread is re-raised in the caller on its next call.
-    """
-
-    _STOP = object()
-
-    def __init__(self, writer: VideoWriter, depth: int = 4):
-        import queue
-        import threading
-        self._w = writer
-        self._q: "queue.Queue" = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._encode_s = 0.0
-        self._thread = threading.Thread(target=self._run, name="vidharm-encode", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is self._STOP:
-                return
-            fn, args = item
-            if self._error is not None:
-                continue                       # drain after a failure
-            try:
-                t0 = time.perf_counter()
-                fn(*args)
-                self._encode_s += time.perf_counter() - t0
-            except BaseException as exc:       # handed to the caller
-                self._error = exc
-
-    def _put(self, fn, *args) -> None:
-        if self._error is not None:
-            raise self._error
-        self._q.put((fn, args))
-
-    def write(self, rgb: np.ndarray, t: float) -> None:
-        self._put(self._w.write, rgb, t)
-
-    def write_audio_packet(self, packet) -> None:
-        self._put(self._w.write_audio_packet, packet)
-
-    def _finish(self) -> None:
-        self._q.put(self._STOP)
-        self._thread.join()
-
-    def close(self, end_time=None) -> None:
-        if self._error is not None:            # failed earlier (disk full): discard, report
-            self.abort()
-            raise self._error
-        self._put(self._w.close, end_time)
-        self._finish()
-        if self._error is not None:
-            self._w.abort()
-            raise self._error
-
-    def abort(self) -> None:
-        if self._thread.is_alive():
-            self._q.put(self._STOP)
-            self._thread.join()
-        self._w.abort()
-
-    @property
-    def encode_seconds(self) -> float:
-        return self._encode_s
-
-    def __getattr__(self, name):               # audio_mode, audio_seconds, ...
-        return getattr(self._w, name)
-
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, VidharmError):
         return exc.one_line()
     return " ".join(f"{type(exc).__name__}: {exc}".split())
+
 
 
 # ---------------------------------------------------------------------------- batch
@@ -486,60 +433,26 @@ def transcode_files(inputs: list[str], out: str | None = None, out_dir: str | No
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [os.fspath(inputs)]
-    if not inputs:
-        raise InputError("no input files given", "name one or more video files")
-    if out and out_dir:
-        raise OutputError("both an output file and an output folder were given",
-                          "use -o FILE for one input, or --out-dir DIR for several")
-    plan = expand_inputs(list(inputs))
-    if out and len(plan) > 1:
-        raise OutputError(f"-o/--output names one file but {len(plan)} inputs were given",
-                          "use --out-dir DIR to transcode several files")
-
-    # encoder settings, outputs, and the folders they go to: checked before any work
-    check_output_config(output_cfg)
-    if out:
-        out_path = _check_out_path(out)
-        ensure_output_dir(out_path.parent)
-    elif out_dir:
-        ensure_output_dir(os.path.expanduser(out_dir))
-
+    plan, out_path = _plan_batch(list(inputs), out, out_dir, output_cfg)
     result = BatchResult()
     claimed: dict[str, str] = {}
     with _Progress(progress, len(plan), console) as bar:
         for i, (src, plan_err) in enumerate(plan):
             t0 = time.perf_counter()
-            if out:
-                dst: Optional[Path] = out_path
+            if out_path is not None:
+                dst = out_path
             else:
                 folder = Path(os.path.expanduser(out_dir)) if out_dir else Path(src).parent
                 dst = folder / output_name(src, suffix)
             name = os.path.basename(src) or src
-            res = FileResult(input=src, output=str(dst), status="failed")
             try:
                 if plan_err is not None:
                     raise plan_err
-                check_input_file(src)
-                if same_file(src, dst):
-                    raise OutputError(f"output '{dst}' would be the input file itself",
-                                      "use a --suffix or another --out-dir; inputs are never overwritten")
-                key = os.path.realpath(dst)
-                if key in claimed:
-                    raise OutputError(f"'{src}' and '{claimed[key]}' would both be written to '{dst}'",
-                                      "rename one of them or transcode them into different folders")
-                claimed[key] = src
-                if dst.exists() and not overwrite:
-                    res = FileResult(input=src, output=str(dst), status="skipped",
-                                     message=f"output '{dst}' already exists (use --overwrite to replace it)")
-                else:
-                    if not out and not out_dir:
-                        ensure_output_dir(dst.parent)
-                    # overwrite as asked: a file that appears meanwhile (another job) is
-                    # not replaced without --overwrite (see vidharm.video.OutputClaim)
-                    res = transcode_file(
-                        src, dst, make_processor, output_cfg=output_cfg, overwrite=overwrite,
-                        on_info=lambda info, i=i, name=name: bar.start_file(i, name, info.frames),
-                        on_frame=bar.frame)
+                res = _batch_file(
+                    src, dst, claimed, make_processor, output_cfg=output_cfg,
+                    overwrite=overwrite, own_dir=not out and not out_dir,
+                    on_info=lambda info, i=i, name=name: bar.start_file(i, name, info.frames),
+                    on_frame=bar.frame)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # a bad file must not stop the batch
@@ -553,3 +466,52 @@ def transcode_files(inputs: list[str], out: str | None = None, out_dir: str | No
             if on_result is not None:
                 on_result(res)
     return result
+
+
+def _plan_batch(inputs: list[str], out: str | None, out_dir: str | None,
+                output_cfg: OutputConfig | None):
+    """The inputs expanded, and ``out`` checked as a path (None without ``out``); every
+    setting that would fail every file is refused here, before any work."""
+    if not inputs:
+        raise InputError("no input files given", "name one or more video files")
+    if out and out_dir:
+        raise OutputError("both an output file and an output folder were given",
+                          "use -o FILE for one input, or --out-dir DIR for several")
+    plan = expand_inputs(inputs)
+    if out and len(plan) > 1:
+        raise OutputError(f"-o/--output names one file but {len(plan)} inputs were given",
+                          "use --out-dir DIR to transcode several files")
+    # encoder settings, outputs, and the folders they go to: checked before any work
+    check_output_config(output_cfg)
+    out_path = None
+    if out:
+        out_path = _check_out_path(out)
+        ensure_output_dir(out_path.parent)
+    elif out_dir:
+        ensure_output_dir(os.path.expanduser(out_dir))
+    return plan, out_path
+
+
+def _batch_file(src: str, dst: Path, claimed: dict[str, str],
+                make_processor: ProcessorFactory | None, *, output_cfg: OutputConfig | None,
+                overwrite: bool, own_dir: bool, on_info, on_frame) -> FileResult:
+    """One file of a batch: checked against the others' outputs (``claimed``, updated), skipped
+    when its output exists (without ``overwrite``), else transcoded. Raises on failure."""
+    check_input_file(src)
+    if same_file(src, dst):
+        raise OutputError(f"output '{dst}' would be the input file itself",
+                          "use a --suffix or another --out-dir; inputs are never overwritten")
+    key = os.path.realpath(dst)
+    if key in claimed:
+        raise OutputError(f"'{src}' and '{claimed[key]}' would both be written to '{dst}'",
+                          "rename one of them or transcode them into different folders")
+    claimed[key] = src
+    if dst.exists() and not overwrite:
+        return FileResult(input=src, output=str(dst), status="skipped",
+                          message=f"output '{dst}' already exists (use --overwrite to replace it)")
+    if own_dir:
+        ensure_output_dir(dst.parent)
+    # overwrite as asked: a file that appears meanwhile (another job) is not replaced
+    # without --overwrite (see vidharm.video.OutputClaim)
+    return transcode_file(src, dst, make_processor, output_cfg=output_cfg, overwrite=overwrite,
+                          on_info=on_info, on_frame=on_frame)
