@@ -154,3 +154,19 @@ def test_shipped_fmm_weights_through_api_transcode_and_run(asset, tmp_path, lite
     assert "harmonizer" in line and "Hz" in line
     with av.open(str(rec)) as c:
         assert sum(1 for _ in c.decode(video=0)) > 20
+
+
+def test_the_public_face_is_not_imported_by_the_core():
+    """api.py is the face over models/runner.py: inside vidharm only the package's __init__
+    and the command line import it."""
+    import re
+    from pathlib import Path
+
+    import vidharm
+    from vidharm.models.runner import ModelRunner
+    assert issubclass(Harmonizer, ModelRunner)
+    root = Path(vidharm.__file__).parent
+    pattern = re.compile(r"^\s*from\s+(\.+|vidharm\.)api\s+import|^\s*import\s+vidharm\.api", re.M)
+    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                   if pattern.search(p.read_text(encoding="utf-8")))
+    assert all(u in ("__init__.py", "cli.py") or u.startswith("commands/") for u in users), users

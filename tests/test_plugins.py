@@ -1,5 +1,6 @@
 """Third-party plugins: the example package is installed the way a user would install it,
 and vidharm finds it through the ``vidharm.plugins`` entry-point group."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -78,3 +79,40 @@ def test_broken_plugin_does_not_break_vidharm(tmp_path):
     assert r.returncode == 0
     assert "stats" in r.stdout
     assert "plugin 'broken'" in r.stderr and "boom" in r.stderr
+
+
+def _fake_dist(site, name, entry_points, modules):
+    dist = site / f"{name}-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[vidharm.plugins]\n" + entry_points)
+    for mod, text in modules.items():
+        (site / f"{mod}.py").write_text(textwrap.dedent(text))
+
+
+def test_entry_point_naming_a_module_and_override_of_a_builtin(tmp_path):
+    """vidharm's own parts come in through the same entry points, first: an entry point that
+    names a module registers by importing it, and a third party's 'null' sink wins."""
+    _fake_dist(tmp_path, "modplug", "mod = modplug\n", {"modplug": """
+        from vidharm.registry import registry
+        class LoudNull:
+            '''replaces the built-in null sink'''
+        registry.sinks.add("null", LoudNull)
+        registry.sinks.add("modsink", LoudNull)
+    """})
+    code = ("from vidharm.registry import registry, plugin_errors\n"
+            "print(registry.sinks.get('null').__name__, 'modsink' in registry.sinks,\n"
+            "      'phnet-grid' in registry.harmonizers, plugin_errors)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["LoudNull", "True", "True", "[]"], r.stdout
+
+
+def test_empty_registry_says_to_install_vidharm():
+    """A source checkout whose entry points are missing still fails with one clear line."""
+    from vidharm.errors import ConfigError
+    from vidharm.registry import Registry
+    with pytest.raises(ConfigError) as ei:
+        Registry("widget").get("x")
+    assert "unknown widget 'x'" in str(ei.value) and "pip install -e ." in ei.value.hint

@@ -252,3 +252,26 @@ def test_safetensors_errors(tmp_path):
     with pytest.raises(InputError) as ei:
         load_weights(tmp_path / "model.pth")
     assert "load_published" in _one_line_error(ei)
+
+
+def test_model_table_names_configurations_and_shipped_weights(tmp_path, monkeypatch):
+    """One table: each family registers its configurations (and shipped weights) next to its
+    definition; "default" is phnet-grid; a missing shipped file is one line."""
+    from vidharm.errors import ConfigError
+    from vidharm.models import (DEFAULT_MODEL, _registry, build_model, list_models,
+                                shipped_names, shipped_weights)
+    assert shipped_names() == ["default", "fmm", "phnet-grid", "phnet-lite"]
+    assert set(shipped_names()) - {"default"} <= set(list_models())
+    assert DEFAULT_MODEL == "phnet-grid"
+    assert shipped_weights("default") == shipped_weights("phnet-grid")
+    for name in shipped_names():
+        assert shipped_weights(name).is_file(), name
+    with pytest.raises(InputError, match="no shipped weights for 'phnet-lite-s'"):
+        shipped_weights("phnet-lite-s")
+    monkeypatch.setattr(_registry, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(InputError, match="is missing"):
+        shipped_weights("fmm")
+    with pytest.raises(ConfigError, match="unknown model architecture 'unet'.*fmm, grid, phnet"):
+        build_model({"arch": "unet", "enc_sizes": [3, 8]})
+    with pytest.raises(ConfigError, match="lacks grid_count"):
+        build_model({"arch": "phnet", "enc_sizes": TINY})
