@@ -132,6 +132,51 @@ def test_real_video_background_loops():
     np.testing.assert_array_equal(a, b)                      # the same frame one loop later
 
 
+def test_video_background_frames_are_the_readers_frames():
+    """The same decode as the transcoder (vidharm.video.VideoReader): same colour matrix, same
+    frame for the same time, on the real sample clip."""
+    from vidharm.video import VideoReader
+    path = assets.path("sample-clip")                              # 640x360, 30 fps
+    with VideoReader(path) as r:
+        frames = [rgb for rgb, _, _ in r]
+    bg = make_background(str(path))
+    assert isinstance(bg, VideoBackground)
+    for k in (0, 1, 10, 45, 71):
+        np.testing.assert_array_equal(bg.frame((640, 360), k / 30), frames[k])
+    np.testing.assert_array_equal(bg.frame((640, 360), 72 / 30), frames[0])     # looped
+    bg.close()
+
+
+@pytest.mark.parametrize("deg", [90, -90, 180])
+def test_video_background_is_upright(tmp_path, deg):
+    """A clip with a display matrix (a phone held upright) plays upright, as it does in the
+    transcoder."""
+    w, h = 64, 32
+    src = np.zeros((h, w, 3), np.uint8)
+    src[: h // 2, : w // 2] = 255
+    src[: h // 2, w // 2:] = (255, 0, 0)
+    src[h // 2:, : w // 2] = (0, 255, 0)
+    path = tmp_path / f"rot{deg}.mp4"
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv444p"
+        vs.set_display_rotation(deg)
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(src, format="rgb24")
+            f.pts = i
+            for pk in vs.encode(f):
+                c.mux(pk)
+        for pk in vs.encode():
+            c.mux(pk)
+    expected = np.rot90(src, k=(deg // 90) % 4)
+    bg = make_background(str(path))
+    assert isinstance(bg, VideoBackground)
+    out = bg.frame((expected.shape[1], expected.shape[0]), 0.0)
+    assert out.shape == expected.shape
+    assert np.abs(out.astype(int) - expected).mean() < 12
+    assert np.abs(out.astype(int) - np.rot90(expected, 2)).mean() > 60
+
+
 def test_blur_background(tmp_path):
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)

@@ -6,7 +6,7 @@ A background *provider* gives the background for each output frame::
 
 - :class:`ImageBackground` -- a still, scaled to COVER the frame and centre-cropped (the aspect
   ratio is never changed); the result is cached per size.
-- :class:`VideoBackground` -- a looping video (PyAV), also cover-cropped; the frame shown is the
+- :class:`VideoBackground` -- a looping video (:mod:`vidharm.video`), also cover-cropped; the frame shown is the
   one for time ``t`` (seconds, modulo the clip's length), so it plays at its own speed
   whatever the output frame rate; ``t=None`` simply steps one frame per call.
 - :class:`BlurBackground` -- the REAL frame (``current``), blurred. Given the person's
@@ -25,7 +25,6 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -168,15 +167,16 @@ class ImageBackground(BackgroundProvider):
 
 
 class VideoBackground(BackgroundProvider):
-    """A looping video background decoded with PyAV, cover-cropped to the output size.
+    """A looping video background read with :class:`~vidharm.video.VideoReader` (upright, and
+    with the transcoder's colour handling), cover-cropped to the output size.
 
     ``frame(size, t)`` shows the clip's frame for time ``t`` seconds counted from the first
     ``t`` it was asked for, modulo the clip's length (the last frame's time plus one frame,
     learnt when the end is first reached) -- the background plays at its own speed whatever
     the output frame rate, and the same ``t`` always gives the same frame. ``t`` going back
     rewinds; a jump far ahead seeks. ``t=None`` steps one frame per call instead. The file's
-    display rotation (phone videos) is applied. The clip is opened and its first frame decoded
-    when the provider is created, so a bad file fails early.
+    display rotation (phone videos) is applied; an animated GIF plays too. The clip is opened
+    and its first frame decoded when the provider is created, so a bad file fails early.
     """
 
     kind = "video"
@@ -184,7 +184,9 @@ class VideoBackground(BackgroundProvider):
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._container = None
+        self._reader = None
+        self._info = None                    # the clip's VideoInfo, from the first open
+        self._t0: float | None = None        # the first frame's time
         self.period: float | None = None     # loop length in seconds, known after one pass
         self._origin: float | None = None
         self._serial = 0                     # changes whenever the current frame does
@@ -195,60 +197,33 @@ class VideoBackground(BackgroundProvider):
 
     # ------------------------------------------------------------------ decoding
     def _open(self) -> None:
-        import av
+        from .video import VideoReader
         self.close()
         try:
-            self._container = av.open(str(self.path))
-        except Exception as exc:
-            raise InputError(f"background '{self.path}' cannot be opened as a video "
-                             f"({' '.join(str(exc).split())[:120]})",
-                             "give an image or a video file (MP4, MOV, MKV, WebM...)") from None
-        vs = self._container.streams.video
-        if not vs:
-            self.close()
-            raise InputError(f"background '{self.path}' has no video stream",
-                             "give an image or a video file")
-        self._stream = vs[0]
-        from .video import check_video_pixels
-        cc = self._stream.codec_context
-        try:
-            check_video_pixels(cc.width or 0, cc.height or 0, str(self.path), "background")
-        except InputError:
-            self.close()
-            raise
-        self._stream.thread_type = "AUTO"
-        rate = self._stream.average_rate or self._stream.guessed_rate
-        self.frame_duration = float(1 / rate) if rate and rate > 0 else 1 / 30.0
-        tb = self._stream.time_base or Fraction(1, 1000)
-        self._time_base = float(tb)
-        self._frames = self._container.decode(self._stream)
+            # probed on the first open (the pixel limit is checked from the header there)
+            self._reader = VideoReader(self.path, info=self._info, allow_images=True)
+        except InputError as exc:
+            raise InputError(f"background video: {exc.what}", exc.hint) from None
+        self._info = self._reader.info
+        fps = self._info.fps
+        self.frame_duration = float(1 / fps) if fps and fps > 0 else 1 / 30.0
+        self._frames = iter(self._reader)
         self._eof = False
-        self._last_ts: float | None = None
 
     def _read(self) -> tuple[float, np.ndarray] | None:
         """Next (seconds since the clip's first frame, rgb), or None at the end."""
-        import av
         if self._eof:
             return None
         try:
-            fr = next(self._frames)
+            rgb, ts, _ = next(self._frames)
         except StopIteration:
             self._eof = True
             return None
-        except (av.error.FFmpegError, OSError):   # a broken packet: treat as the end
+        except (InputError, OSError):    # a broken packet: treat as the end
             self._eof = True
             return None
-        if fr.pts is not None:
-            ts = fr.pts * self._time_base
-        else:
-            ts = (self._last_ts + self.frame_duration) if self._last_ts is not None else 0.0
-        if getattr(self, "_t0", None) is None:
+        if self._t0 is None:
             self._t0 = ts
-        self._last_ts = ts
-        rgb = fr.to_ndarray(format="rgb24")
-        rot = int(round(getattr(fr, "rotation", 0) or 0)) % 360
-        if rot:
-            rgb = np.ascontiguousarray(np.rot90(rgb, k=rot // 90))
         return ts - self._t0, rgb
 
     def _rewind(self) -> None:
@@ -278,9 +253,8 @@ class VideoBackground(BackgroundProvider):
     def _seek(self, local: float) -> None:
         """Jump to the keyframe before ``local`` seconds; rewinds if seeking does not work."""
         try:
-            target = int((local + (self._t0 or 0.0)) / self._time_base)
-            self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
-            self._frames = self._container.decode(self._stream)
+            self._reader.seek(local + (self._t0 or 0.0))
+            self._frames = iter(self._reader)
             self._eof = False
             cur = self._read()
             if cur is None or cur[0] > local + 1e-6:
@@ -315,7 +289,7 @@ class VideoBackground(BackgroundProvider):
     def frame(self, size, t=0.0, current=None, mask=None):
         key = _check_size(size)
         with self._lock:
-            if self._container is None:      # closed: open again from the start
+            if self._reader is None:         # closed: open again from the start
                 self._rewind()
             if t is None:
                 if not self._advance():
@@ -334,10 +308,10 @@ class VideoBackground(BackgroundProvider):
             self._rewind()
 
     def close(self) -> None:
-        c, self._container = self._container, None
-        if c is not None:
+        r, self._reader = self._reader, None
+        if r is not None:
             try:
-                c.close()
+                r.close()
             except Exception:  # pragma: no cover
                 pass
 
