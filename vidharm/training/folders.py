@@ -50,7 +50,6 @@ from torch.utils.data import Dataset
 from ..errors import InputError
 from .masks import read_mask, read_rgb
 
-IHARMONY4_SUBSETS = ("HAdobe5k", "HCOCO", "HFlickr", "Hday2night")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
