@@ -1,13 +1,9 @@
-"""Person segmenters. Built-in: ``mediapipe`` (MediaPipe selfie segmentation, Tasks API).
+"""Built-in person segmenter: ``mediapipe`` (MediaPipe selfie segmentation, Tasks API); the
+interface is in :mod:`vidharm.protocols`.
 
 A segmenter is created as ``factory(cfg)`` with the :class:`vidharm.config.SegmentationConfig`
-(or a whole :class:`~vidharm.config.Config`) and used as::
-
-    with registry.segmenters.create("mediapipe", cfg) as seg:
-        mask = seg.segment(rgb, t)      # float32 (H, W) in [0, 1], 1 = person
-
-``t`` is the frame's time in seconds for a stream (VIDEO mode) or ``None`` for an unrelated
-still (IMAGE mode).
+(or a whole :class:`~vidharm.config.Config`), e.g.
+``registry.segmenters.create("mediapipe", cfg)``.
 """
 from __future__ import annotations
 
@@ -43,6 +39,8 @@ class MediaPipeSegmenter:
       its frame spacing. ``t=None`` runs IMAGE mode (a separate graph, created on first use).
     - ``threshold`` (config): confidences below it become 0 (0 keeps the soft matte).
     - ``close()`` frees the graphs; also a context manager. Not thread-safe: one per stream.
+
+    Protocols (:mod:`vidharm.protocols`): Segmenter, SizedSegmenter, Closable.
     """
 
     name = "mediapipe"

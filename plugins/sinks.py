@@ -1,22 +1,12 @@
-"""Frame sinks: where processed frames go.
+"""Built-in frame sinks: where processed frames go (the interface: :mod:`vidharm.protocols`).
 
-Interface (tiny on purpose)::
-
-    sink = registry.sinks.create(name, **opts)   # e.g. "mp4", path="out.mp4"
-    with sink:                                   # close() on success; discard on error
-        sink.send(rgb, t)                        # rgb: (H, W, 3) uint8 RGB; t: seconds
-
-``open(size, fps)`` is optional: a sink opens itself from the first frame's size when not
-told. ``close()`` finishes. Built-ins: ``mp4`` (H.264 MP4 file, written atomically: a
-partial file never appears under the final name) and ``null`` (counts frames; benchmarks).
-
-Live sinks (used by ``vidharm run``): ``virtualcam`` (pyvirtualcam: the "PHNet Camera"),
-``preview`` (an OpenCV window with hotkeys) and ``file`` (records what the camera would show,
-MP4 encoded on its own thread). Optional extras of the interface, used by the live engine
-when a sink has them: ``events() -> list[str]`` (user commands such as ``"quit"``, polled
-after each frame), ``set_overlay(text)`` (a status line to draw), ``pump()`` (keep a window
-responsive while no new frame comes), ``watched() -> bool | None`` (whether anyone reads the
-output: False pauses the processing, None = cannot tell).
+``mp4`` (H.264 MP4 file, written atomically: a partial file never appears under the final
+name; :class:`~vidharm.protocols.Sink`, :class:`~vidharm.protocols.Openable`) and ``null``
+(counts frames; benchmarks). Live sinks (used by ``vidharm run``): ``virtualcam``
+(pyvirtualcam: the "PHNet Camera"; also :class:`~vidharm.protocols.Watchable` and
+:class:`~vidharm.protocols.Noted`), ``preview`` (an OpenCV window with hotkeys,
+:class:`~vidharm.protocols.Interactive`; in :mod:`vidharm_plugins.preview`) and ``file``
+(records what the camera would show, MP4 encoded on its own thread).
 """
 from __future__ import annotations
 
@@ -25,13 +15,19 @@ import os
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from vidharm.config import OutputConfig
 from vidharm.registry import registry
-from vidharm.video import VideoWriter
+from vidharm.video import MP4_SUFFIXES, ThreadedWriter, VideoWriter, ensure_output_dir, parse_size
+
+from .preview import PREVIEW_HELP, PREVIEW_KEYS, PreviewSink, display_problem, have_display
+
+__all__ = ["Mp4Sink", "NullSink", "VirtualCamSink", "PreviewSink", "LiveFileSink", "fit_frame",
+           "v4l2_devices", "device_readers", "no_camera_hint", "CAMERA_NAME", "MODPROBE_LINE",
+           "PREVIEW_KEYS", "PREVIEW_HELP", "display_problem", "have_display"]
 
 log = logging.getLogger("vidharm.sinks")
 
@@ -41,6 +37,7 @@ class Mp4Sink:
 
     Timestamps are kept as given, measured from the first frame's ``t`` (so a live clock
     reading of 1234.5 s becomes 0). ``overwrite=False`` refuses an existing file.
+    Protocols (:mod:`vidharm.protocols`): Sink, Openable.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float = 30.0, overwrite: bool = False,
@@ -58,12 +55,15 @@ class Mp4Sink:
         self._writer: VideoWriter | None = None
         self._t0: float | None = None
 
-    def open(self, size: tuple[int, int], fps: float | None = None) -> "Mp4Sink":
-        """Start the file for frames of ``size`` = ``(width, height)``."""
+    def open(self, size: tuple[int, int] | None = None, fps: float | None = None) -> "Mp4Sink":
+        """Start the file for frames of ``size`` = ``(width, height)`` (None: at the first
+        frame, from its size)."""
         if self._writer is not None:
             raise RuntimeError("Mp4Sink is already open")
         if fps:
             self.fps = fps
+        if size is None:
+            return self
         self.size = (int(size[0]), int(size[1]))
         self._writer = VideoWriter(self.path, self.size, fps=Fraction(self.fps).limit_denominator(1001),
                                    output_cfg=self.cfg, overwrite=self.overwrite)
@@ -106,15 +106,16 @@ class Mp4Sink:
 
 
 class NullSink:
-    """Discard frames, counting them (for benchmarks and tests)."""
+    """Discard frames, counting them (for benchmarks and tests). Protocols: Sink, Openable."""
 
     def __init__(self, **_ignored):
         self.frames = 0
         self.last_t: float | None = None
         self.size: tuple[int, int] | None = None
 
-    def open(self, size: tuple[int, int], fps: float | None = None) -> "NullSink":
-        self.size = (int(size[0]), int(size[1]))
+    def open(self, size: tuple[int, int] | None = None, fps: float | None = None) -> "NullSink":
+        if size is not None:
+            self.size = (int(size[0]), int(size[1]))
         return self
 
     def send(self, rgb: np.ndarray, t: float | None = None) -> None:
@@ -155,20 +156,6 @@ def fit_frame(rgb: np.ndarray, size: tuple[int, int], pad_value: int = 0) -> np.
     y, x = (H - nh) // 2, (W - nw) // 2
     out[y:y + nh, x:x + nw] = small
     return out
-
-
-def parse_size(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """``"1280x720"`` -> (1280, 720)."""
-    from vidharm.errors import ConfigError
-    if text is None or isinstance(text, tuple):
-        return text
-    try:
-        w, h = (int(v) for v in str(text).lower().replace("*", "x").split("x"))
-        if w <= 0 or h <= 0 or w > 8192 or h > 8192:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(f"bad size '{text}'", "give WIDTHxHEIGHT, e.g. 1280x720") from None
-    return w, h
 
 
 #: the name the virtual camera gets where the backend lets us choose it
@@ -256,6 +243,8 @@ class VirtualCamSink:
       backend with ``pyvirtualcam.register_backend`` and name it here).
     - :meth:`watched`: on Linux, whether any other process has the device open (an app
       showing the camera); the live engine pauses its processing while nobody does.
+
+    Protocols (:mod:`vidharm.protocols`): Sink, Openable, Watchable, Noted.
     """
 
     FALLBACK_SIZES = ((1280, 720), (640, 480), (1920, 1080), (640, 360))
@@ -394,192 +383,17 @@ class VirtualCamSink:
         self.close()
 
 
-#: preview hotkeys -> engine commands
-PREVIEW_KEYS = {ord("h"): "toggle_harmonize", ord("n"): "next_background",
-                ord("m"): "toggle_mask", ord(" "): "toggle_pause", ord("q"): "quit", 27: "quit"}
-PREVIEW_HELP = "h harmonize on/off  n next background  m mask  space pause  q/Esc quit"
-
-
-def have_display() -> bool:
-    """Whether an OpenCV window can be shown (a desktop session)."""
-    return display_problem() is None
-
-
-def display_problem() -> str | None:
-    """None when a window can be shown, else what is wrong (one line).
-
-    On Linux the display server is actually reached (a socket connect, no window): OpenCV's
-    Qt backend aborts the whole process (SIGABRT, no message) when ``DISPLAY`` names a
-    server that is not there, so this has to be known before the first window.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    wayland = os.environ.get("WAYLAND_DISPLAY")
-    if wayland:
-        sock = Path(wayland) if wayland.startswith("/") else \
-            Path(os.environ.get("XDG_RUNTIME_DIR", "/run/user/%d" % os.getuid())) / wayland
-        if sock.exists():
-            return None
-    disp = os.environ.get("DISPLAY")
-    if not disp:
-        return "no display for the preview window (DISPLAY is not set)"
-    if _x_server_reachable(disp):
-        return None
-    return f"no X server answers on DISPLAY={disp}"
-
-
-def _x_server_reachable(disp: str, timeout: float = 1.0) -> bool:
-    import socket
-    host, _, rest = disp.rpartition(":")
-    num = rest.split(".")[0]
-    if not num.isdigit():
-        return False
-    if host in ("", "unix") or host.startswith("/"):
-        path = host if host.startswith("/") else f"/tmp/.X11-unix/X{num}"
-        for addr in (path, "\0" + path):       # file socket, then Linux's abstract one
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.settimeout(timeout)
-                    s.connect(addr)
-                    return True
-            except OSError:
-                continue
-        return False
-    try:
-        with socket.create_connection((host, 6000 + int(num)), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-class PreviewSink:
-    """An OpenCV window showing what the camera would show, with hotkeys and an overlay.
-
-    Keys (:data:`PREVIEW_KEYS`): ``h`` harmonization on/off (A/B), ``n`` next background,
-    ``m`` show the mask, space pause, ``q``/Esc quit; closing the window quits too. Pressed
-    keys become commands returned by :meth:`events` (the engine acts on them). The overlay is
-    the engine's status text (fps, latency) set with :meth:`set_overlay`.
-
-    The window functions are injectable (``imshow(title, bgr)``, ``wait_key(ms) -> int``,
-    ``destroy(title)``, ``window_visible(title) -> bool``), so the logic runs headless in
-    tests; the defaults are OpenCV's.
-    """
-
-    def __init__(self, title: str = "vidharm - PHNet Camera preview", imshow=None,
-                 wait_key=None, destroy=None, window_visible=None, check_display: bool = True):
-        self.title = title
-        self._custom = imshow is not None
-        self._imshow = imshow
-        self._wait_key = wait_key
-        self._destroy = destroy
-        self._visible = window_visible
-        self._resize = None
-        self.check_display = check_display and imshow is None
-        self.overlay = ""
-        self.frames = 0
-        self.last_shown: np.ndarray | None = None
-        self._events: list[str] = []
-        self._opened = False
-
-    def open(self, size=None, fps=None) -> "PreviewSink":
-        if self._opened:
-            return self
-        problem = display_problem() if self.check_display else None
-        if problem:
-            from vidharm.errors import OutputError
-            raise OutputError(problem, "run it in a desktop session, or use --sink virtualcam / "
-                                       "file / null")
-        if not self._custom:
-            import cv2
-            # resizable, aspect kept, no Qt toolbar/status bar; sized to the frame on the
-            # first one (Qt opens a WINDOW_NORMAL window at 400x300, overlay unreadable)
-            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO
-                            | cv2.WINDOW_GUI_NORMAL)
-            self._resize = cv2.resizeWindow
-            self._imshow = cv2.imshow
-            self._wait_key = cv2.waitKey
-            self._destroy = cv2.destroyWindow
-            self._visible = lambda t: cv2.getWindowProperty(t, cv2.WND_PROP_VISIBLE) >= 1
-        self._opened = True
-        return self
-
-    def set_overlay(self, text: str) -> None:
-        self.overlay = text
-
-    def _draw(self, rgb: np.ndarray) -> np.ndarray:
-        import cv2
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        scale = max(0.45, bgr.shape[0] / 1080)
-        lines = [l for l in (self.overlay, PREVIEW_HELP) if l]
-        for i, line in enumerate(lines):
-            y = int((24 + 26 * i) * scale * 1.4)
-            for colour, thick in (((0, 0, 0), 4), ((255, 255, 255), 1)):
-                cv2.putText(bgr, line, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale * 1.4,
-                            colour, max(1, int(thick * scale * 1.4)), cv2.LINE_AA)
-        return bgr
-
-    def send(self, rgb: np.ndarray, t: float | None = None) -> None:
-        if not self._opened:
-            self.open()
-        img = self._draw(rgb)
-        if self.frames == 0 and self._resize is not None:
-            h, w = img.shape[:2]
-            k = min(1.0, 1280 / w)                 # 1080p frames: a window that fits a laptop
-            self._resize(self.title, int(w * k), int(h * k))
-        self._imshow(self.title, img)
-        self.last_shown = img
-        self.frames += 1
-        self.pump()
-
-    def pump(self) -> None:
-        """Read keys (and notice a closed window) without showing a new frame."""
-        if not self._opened:
-            return
-        key = self._wait_key(1)
-        if key is not None and key >= 0:
-            cmd = PREVIEW_KEYS.get(key & 0xFF)
-            if cmd:
-                self._events.append(cmd)
-        if self._visible is not None and self.frames:
-            try:
-                if not self._visible(self.title):
-                    self._events.append("quit")
-            except Exception:
-                pass
-
-    def events(self) -> list[str]:
-        ev, self._events = self._events, []
-        return ev
-
-    def close(self) -> None:
-        if self._opened and self._destroy is not None:
-            try:
-                self._destroy(self.title)
-                if not self._custom:
-                    self._wait_key(1)          # let the GUI thread process the close
-            except Exception:
-                pass
-        self._opened = False
-
-    def __enter__(self) -> "PreviewSink":
-        return self.open()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 class LiveFileSink:
     """Records what the virtual camera would show: frames fitted to ``size`` (scale + pad, as
-    the camera sink does), H.264 MP4 via :class:`Mp4Sink`, encoded on its own thread so the
-    frame loop never waits for x264 (a bounded queue; it blocks only when the encoder falls
-    ``depth`` frames behind). Timestamps are the live ones, so the file plays at the pace it
+    the camera sink does), H.264 MP4 through :class:`~vidharm.video.ThreadedWriter`, encoded
+    on its own thread so the frame loop never waits for x264 (a bounded queue; it blocks only
+    when the encoder falls ``depth`` frames behind). Timestamps are the live ones, so the file plays at the pace it
     was recorded (variable frame rate if frames were dropped). ``close()`` finishes a valid
     file (also on Ctrl-C/SIGTERM through the engine's clean shutdown); a run with no frame
-    leaves no file."""
+    leaves no file. Protocols (:mod:`vidharm.protocols`): Sink, Openable."""
 
     def __init__(self, path: str | os.PathLike, size: Any = None, fps: float = 30.0,
                  overwrite: bool = True, depth: int = 8, output_cfg: OutputConfig | None = None):
-        from vidharm.video import ensure_output_dir
         self.path = os.fspath(path)
         self.size = parse_size(size)
         self.fps = float(fps or 30.0)
@@ -590,7 +404,6 @@ class LiveFileSink:
         self._writer = None
         self._t0: float | None = None
         self._last_t: float | None = None
-        from vidharm.video import MP4_SUFFIXES
         if Path(self.path).suffix.lower() not in MP4_SUFFIXES:
             from vidharm.errors import OutputError
             raise OutputError(f"recording '{self.path}' must end in .mp4",
@@ -608,11 +421,10 @@ class LiveFileSink:
         return self
 
     def _start(self, size: tuple[int, int]) -> None:
-        from vidharm.transcode import _ThreadedWriter
         cfg = self.output_cfg or OutputConfig(preset="veryfast")
         w = VideoWriter(self.path, size, fps=Fraction(self.fps).limit_denominator(1001),
                         output_cfg=cfg, overwrite=self.overwrite)
-        self._writer = _ThreadedWriter(w, depth=self.depth)
+        self._writer = ThreadedWriter(w, depth=self.depth)
 
     def send(self, rgb: np.ndarray, t: float | None = None) -> None:
         if self.size is None:

@@ -1,15 +1,8 @@
-"""Frame sources: where frames come from.
+"""Built-in frame sources: where frames come from (the interface: :mod:`vidharm.protocols`).
 
-Interface (tiny on purpose)::
-
-    src = registry.sources.create(name, **opts)   # e.g. "file", path=..., loop=True
-    with src:
-        for rgb, t in src:          # rgb: (H, W, 3) uint8 RGB; t: seconds, increasing
-            ...
-
-A source has ``size`` (``(width, height)``) and ``fps`` once created, and ``close()``.
-Built-in: ``file`` (a video file, optionally looping, optionally at real pace) and
-``camera`` (a webcam through OpenCV, reconnecting by itself; see :class:`CameraSource`).
+``file`` (a video file, optionally looping, optionally at real pace; see :class:`FileSource`)
+and ``camera`` (a webcam through OpenCV, reconnecting by itself; see :class:`CameraSource`),
+created as ``registry.sources.create(name, **opts)``.
 """
 from __future__ import annotations
 
@@ -85,6 +78,8 @@ class FileSource:
     thread, so the restart costs no more than any other frame. (Opening a file and filling a
     frame-threaded H.264 decoder took about 100 ms at 720p on a 2-core machine: a stall, then
     a burst of late frames that overran the live engine's frame queue.)
+
+    Protocols (:mod:`vidharm.protocols`): Source, SizedSource, Closable.
     """
 
     def __init__(self, path: str | os.PathLike, loop: bool = False, realtime: bool = False,
@@ -222,7 +217,8 @@ class CameraSource:
       is paced at its own frame rate, like a camera (``pace`` overrides: True/False).
 
     The first open must succeed (otherwise :class:`~vidharm.errors.InputError` names the
-    device); later losses are survived.
+    device); later losses are survived. Protocols (:mod:`vidharm.protocols`): Source,
+    SizedSource, Closable, Releasable, Reconnecting, Noted.
     """
 
     def __init__(self, device: Any = 0, size: tuple[int, int] | None = (1280, 720),
