@@ -263,6 +263,23 @@ def test_writer_rejects_wrong_frames(tmp_path):
         w.write(np.zeros((32, 64, 3), np.uint8), 0.0)
 
 
+def test_threaded_writer_writes_in_order_and_hands_errors_back(tmp_path):
+    from vidharm.video import ThreadedWriter
+    out = tmp_path / "t.mp4"
+    w = ThreadedWriter(VideoWriter(out, (64, 32), fps=10), depth=2)
+    for i in range(5):
+        w.write(np.full((32, 64, 3), 50 * i, np.uint8), i / 10)
+    w.close(end_time=0.5)
+    assert frame_times(out) == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert w.frames_written == 5 and w.encode_seconds > 0       # the writer's own attributes
+    bad = tmp_path / "bad.mp4"
+    w = ThreadedWriter(VideoWriter(bad, (64, 32), fps=10))
+    w.write(np.zeros((32, 64, 3), np.float32), 0.0)             # fails on the writer thread
+    with pytest.raises(ValueError, match="uint8"):
+        w.close()
+    assert not bad.exists() and leftovers(tmp_path) == []
+
+
 def test_writer_refuses_input_and_existing_and_unwritable(tmp_path):
     src = tmp_path / "in.mp4"
     src.write_bytes(clip("clip-carphone").read_bytes())
