@@ -76,8 +76,8 @@ def check_weights(cfg) -> None:
         raise ConfigError(f"--weights '{w}' was given, but harmonizer '{cfg.harmonizer.name}' "
                           f"uses no weights", "drop --weights, or pick a learned harmonizer "
                           "(e.g. --harmonizer phnet-lite)")
-    from ..api import DEFAULT_WEIGHTS
-    if w not in DEFAULT_WEIGHTS:
+    from ..models import shipped_names
+    if w not in shipped_names():
         from .._fs import regular_file_stat
         regular_file_stat(Path(w).expanduser(), "weights file")
 

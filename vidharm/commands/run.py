@@ -68,8 +68,9 @@ def command(background, source, camera, size, fps, sink, output, duration, backg
     from .. import assets
     from ..composite import make_background
     from ..config import load_config, overrides_from
-    from ..engine import LiveEngine, SmoothingTuning
-    from vidharm_plugins.sinks import parse_size
+    from ..live import LiveEngine
+    from ..temporal import SmoothingTuning
+    from ..video import parse_size
 
     frame_process_settings()
     if output and not sink:
@@ -213,7 +214,7 @@ def _make_source(spec, camera, size, fps, mjpg, assets):
 
 
 def _background_list(background: str, folder: str | None) -> list[str]:
-    from ..engine import backgrounds_in
+    from ..live import backgrounds_in
     if folder:
         items = backgrounds_in(folder)
         if not items:
