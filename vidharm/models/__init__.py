@@ -8,15 +8,15 @@
     >>> net.config["enc_sizes"]
     [3, 8, 16, 32, 64, 128, 256]
 
-Configurations
---------------
-``phnet-grid``       vidharm's default (``arch: grid``, :mod:`vidharm.models.gridnet`): predicts
+Configurations (those marked * ship with weights: :func:`shipped_names`)
+-------------------------------------------------------------------------
+``phnet-grid`` *     vidharm's default (``arch: grid``, :mod:`vidharm.models.gridnet`): predicts
                      the colour transform itself (a global 3x4 affine + a 4x4 local residual)
                      from PN-style patch statistics of person and scene and a small encoder at
                      64 px; trained with the loss on the image after the transform.
 ``phnet-ffhqh``      the paper's model (39,921,641 params); loads ``ffhqh{256,512,1024}.pth``.
 ``phnet-iharmony4``  the iHarmony4 model (9,994,295 params); loads ``iharmony512.pth``.
-``phnet-lite``       vidharm's real-time variant (1,103,872 params, ~15-20 ms per 256x256
+``phnet-lite`` *     vidharm's real-time variant (1,103,872 params, ~15-20 ms per 256x256
                      frame on 2 CPU cores). Same blocks (PFE, encoder, SE, PN on the three
                      highest-resolution skips with grids 4/3/2, decoder), but:
                        * widths 3-8-16-32-64-128-256 (published ffhqh: 3-16-64-...-1024);
@@ -32,7 +32,7 @@ Configurations
 ``phnet-lite-fmm``   phnet-lite with FMM modules (Hao, Iizuka and Fukui's attention-based
                      foreground-background feature map modulation, :mod:`vidharm.models.fmm`)
                      on the decoder input of stage 1 (128 channels at 1/8 size).
-``fmm``              a small U-Net (widths 4-16-32-64-128, RGB + mask input, residual output)
+``fmm`` *            a small U-Net (widths 4-16-32-64-128, RGB + mask input, residual output)
                      with the full FMM module (self-attention + modulation) at the bottleneck
                      (``arch: fmm``).
 ``fmm-base`` / ``fmm-sa`` / ``fmm-nosa``  its ablations: no module; self-attention only;
