@@ -54,8 +54,8 @@ def test_overrides_from_maps_short_names_and_checks_values():
     assert over == {"harmonizer.name": "none", "harmonizer.strength": 0.5,
                     "segmentation.model": "landscape", "live.size": "640x360"}
     assert load_config("call-cpu", over).harmonizer.strength == 0.5
-    with pytest.raises(ConfigError, match="unknown key 'colour'"):
-        overrides_from({"colour": 1})
+    with pytest.raises(ConfigError, match="unknown key 'colour' in command line"):
+        overrides_from({"colour": 1}, "command line")
     with pytest.raises(ConfigError, match="mask.nope"):
         overrides_from({"mask.nope": 1})
     with pytest.raises(ConfigError) as e:

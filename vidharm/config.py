@@ -132,14 +132,14 @@ SHORT_NAMES: dict[str, str] = {
 }
 
 
-def overrides_from(values: Mapping[str, Any], origin: str = "command line") -> dict[str, Any]:
+def overrides_from(values: Mapping[str, Any], origin: str = "the settings") -> dict[str, Any]:
     """Settings given by flags or the control file as ``{"section.key": value}`` for
     :func:`load_config`.
 
     Keys are the short names of :data:`SHORT_NAMES` (``strength``) or ``section.key``
     (``harmonizer.strength``); ``None`` means "not given" and is dropped. Each value is
     coerced and range-checked; an unknown key or a bad value raises one
-    :class:`ConfigError` naming the key and ``origin``.
+    :class:`ConfigError` naming the key and ``origin`` ("command line", "the control file").
     """
     out: dict[str, Any] = {}
     for name, value in values.items():

@@ -117,7 +117,7 @@ def run_live(cfg, clip: str, seconds: float, background: str, **engine_kw) -> tu
     from vidharm_plugins.sinks import NullSink
     from vidharm_plugins.sources import FileSource
 
-    from ..engine import LiveEngine
+    from ..live import LiveEngine
     src = FileSource(clip, loop=True, realtime=True)
     eng = LiveEngine(cfg, src, NullSink(), background, **engine_kw)
     return eng.run(duration=seconds), eng

@@ -49,7 +49,7 @@ def config_from_flags(profile: str | None, **flags):
     """The profile with the flags given (short names, see
     :data:`vidharm.config.SHORT_NAMES`; ``None`` = not given) applied and checked."""
     from ..config import load_config, overrides_from
-    return load_config(profile, overrides_from(flags))
+    return load_config(profile, overrides_from(flags, "command line"))
 
 
 def check_plugins(cfg) -> None:

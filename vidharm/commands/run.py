@@ -75,7 +75,8 @@ def command(background, source, camera, size, fps, sink, output, duration, backg
     frame_process_settings()
     if output and not sink:
         sink = "file"
-    overrides = overrides_from({**kw, "size": size, "fps": fps, "sink": sink, "source": source})
+    overrides = overrides_from({**kw, "size": size, "fps": fps, "sink": sink, "source": source},
+                               "command line")
     cfg = load_config(profile, overrides)
     _check_settings(cfg, output, telemetry_png)
     out_size, rate = parse_size(cfg.live.size), float(cfg.live.fps or 30)
