@@ -155,3 +155,22 @@ def test_help_shows_examples():
     for cmd in ("transcode", "composite", "harmonize", "demo"):
         r = run_cli(cmd, "--help")
         assert r.returncode == 0 and "Example" in r.stdout
+
+
+def test_commands_do_not_import_the_cli_and_frame_commands_pin_blas():
+    """Layering one way (commands never import vidharm.cli); the process settings of frame
+    commands are made by the command, not by importing the library."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy, vidharm.commands.run, vidharm.commands.transcode, "
+            "vidharm.commands.stills, vidharm.commands.demo, vidharm.commands.bench\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from vidharm.commands.common import frame_process_settings\n"
+            "assert 'vidharm.cli' not in sys.modules\n"
+            "blas = lambda: {i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}\n"
+            "before = blas()\n"
+            "frame_process_settings()\n"
+            "print(sorted(before), sorted(blas()))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("] ")[1].strip() == "[1]", r.stdout
