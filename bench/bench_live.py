@@ -58,7 +58,7 @@ def upscaled_clip(height: int, frames: int = 150) -> tuple[str, tuple[int, int]]
 
 def run_once(cfg, clip, size, seconds, max_hz, background, soak_sample=None, budget=None,
              grid="auto"):
-    from vidharm.engine import LiveEngine
+    from vidharm.live import LiveEngine
     from vidharm_plugins.sinks import NullSink
     from vidharm_plugins.sources import FileSource
     src = FileSource(clip, loop=True, realtime=True)

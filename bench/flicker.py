@@ -56,7 +56,8 @@ def run(frames, cfg, background, mode, every, fps, gain_from=None, gain=1.3, are
     """Per frame: (harmonized person mean, composite person mean) with the engine's mask;
     ``areas`` (a list) receives each frame's person share."""
     from vidharm.composite import composite
-    from vidharm.engine import LiveEngine, SmoothingTuning
+    from vidharm.live import LiveEngine
+    from vidharm.temporal import SmoothingTuning
     from vidharm_plugins.sinks import NullSink
     eng = LiveEngine(cfg, [], NullSink(), background, fps=fps, sync_every=every,
                      tuning=SmoothingTuning(mode=mode))

@@ -72,7 +72,7 @@ def _sample_source(asset, realtime=True, loop=True):
 
 
 def _engine(asset, sink, background="#00ff00", cfg=None, source=None, **kw):
-    from vidharm.engine import LiveEngine
+    from vidharm.live import LiveEngine
     return LiveEngine(cfg or _cfg(), source or _sample_source(asset), sink, background, **kw)
 
 
@@ -290,11 +290,13 @@ def test_harmonizer_thread_exception_keeps_last_grid(asset, caplog):
     warned = [r for r in caplog.records if "model blew up" in r.getMessage()]
     assert len(warned) == 1                                        # logged once
     # the frames still carry the one good (darkening) grid
-    assert eng._shown is not None and np.allclose(eng._shown.coeffs[..., 0, 0], 0.5)
+    shown = eng.worker._easing.shown
+    assert shown is not None and np.allclose(shown.coeffs[..., 0, 0], 0.5)
 
 
 def test_cuda_error_moves_harmonizer_to_cpu():
-    from vidharm.engine import HarmonizerWorker
+    from vidharm.fitting import FitJob
+    from vidharm.live import HarmonizerWorker
     from vidharm.registry import registry
     devices = []
 
@@ -318,17 +320,17 @@ def test_cuda_error_moves_harmonizer_to_cpu():
     mask = np.zeros((64, 96), np.float32)
     mask[10:50, 30:70] = 1
     with pytest.raises(RuntimeError):
-        worker.step((rgb, bg, mask, 0.0, False))
+        worker.step(FitJob(rgb, bg, mask, 0.0, False))
     worker._on_error(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert worker.cfg.harmonizer.device == "cpu" and devices == ["cuda", "cpu"]
-    snap = worker.step((rgb, bg, mask, 0.1, False))
+    snap = worker.step(FitJob(rgb, bg, mask, 0.1, False))
     assert snap.grid is not None and worker.latest is snap
 
 
 def test_harmonizer_pause_keeps_budget_and_refresh_floor():
     """On the CPU the harmonizer thread rests so it uses at most its budget of a core, but
     never so long that the refresh rate falls under CPU_MIN_HZ; the refresh cap still holds."""
-    from vidharm.engine import CPU_MIN_HZ, HarmonizerWorker
+    from vidharm.live.worker import CPU_MIN_HZ, HarmonizerWorker
     worker = HarmonizerWorker(_cfg(), threaded=False, max_hz=15.0, cpu_budget=0.4)
     assert worker.device == "cpu" and CPU_MIN_HZ == 5.0
     pause = lambda fit: worker._pause_after(100.0, 100.0 + fit)      # noqa: E731
@@ -471,7 +473,7 @@ def test_engine_keeps_streaming_while_camera_is_away(asset, clip_frames):
 
 # ----------------------------------------------------------------------------- control file
 def test_control_file_switches_background(asset, tmp_path):
-    from vidharm.engine import ControlFile
+    from vidharm.live import ControlFile
     ctl = tmp_path / "live.json"
     ctl.write_text(json.dumps({"quit": True}))      # stale content: not applied
     sink = RecordingSink()
@@ -507,7 +509,7 @@ def test_next_background_after_a_provider_goes_to_the_next_file(asset, tmp_path)
 
 
 def test_control_file_parse_json_and_toml(tmp_path):
-    from vidharm.engine import ControlFile
+    from vidharm.live import ControlFile
     assert ControlFile.parse('{"pause": true}') == {"pause": True}
     assert ControlFile.parse('background = "blur"\nharmonize = false\n') == \
         {"background": "blur", "harmonize": False}
@@ -537,7 +539,7 @@ def _grid(gain):
 
 
 def test_grid_smoother_adaptive_vs_fixed():
-    from vidharm.engine import GridSmoother, SmoothingTuning
+    from vidharm.temporal import GridSmoother, SmoothingTuning
     rng = np.random.default_rng(0)
     noisy = [1.0 + 0.01 * rng.standard_normal() for _ in range(60)]
     res = {}
@@ -567,7 +569,7 @@ def test_grid_smoother_adaptive_vs_fixed():
 
 
 def test_change_detector():
-    from vidharm.engine import ChangeDetector, SceneStats, SmoothingTuning
+    from vidharm.temporal import ChangeDetector, SceneStats, SmoothingTuning
     det = ChangeDetector(SmoothingTuning())
     s = lambda fg, bg=100.0, cov=0.3: SceneStats(np.full(3, fg, np.float32),
                                                  np.full(3, bg, np.float32), cov)
@@ -584,7 +586,7 @@ def test_change_detector():
 
 
 def test_check_mask():
-    from vidharm.engine import check_mask
+    from vidharm.graph import check_mask
     m = np.zeros((40, 60), np.float32)
     m[10:30, 20:40] = 1
     assert check_mask(m, (40, 60)) is None
@@ -600,7 +602,7 @@ def test_check_mask():
 
 def test_diagonal_refit_exact_for_diagonal_and_close_for_full():
     from vidharm.color import ColorGrid
-    from vidharm.engine import diagonal_refit, is_diagonal
+    from vidharm.color import diagonal_refit
     rng = np.random.default_rng(0)
     comp = rng.integers(30, 220, (120, 200, 3), dtype=np.uint8)
     mask = np.zeros((120, 200), np.float32)
@@ -613,7 +615,7 @@ def test_diagonal_refit_exact_for_diagonal_and_close_for_full():
     assert err < 0.01 and np.allclose(d.coeffs, c, atol=1e-4)
     c[..., 0, 1], c[..., 2, 0] = 0.08, -0.05             # cross-channel terms
     d, err = diagonal_refit(ColorGrid(c), comp, mask)
-    assert is_diagonal(d) and 0.1 < err < 5.0
+    assert d.is_diagonal and 0.1 < err < 5.0
 
 
 def test_telemetry_percentiles_late_events_and_chart(tmp_path):
@@ -643,7 +645,7 @@ def test_telemetry_percentiles_late_events_and_chart(tmp_path):
 
 
 def test_mailbox_latest_wins():
-    from vidharm.engine import Mailbox
+    from vidharm.live import Mailbox
     box = Mailbox(capacity=2)
     assert box.put(1) is False and box.put(2) is False
     assert box.put(3) is True and box.replaced == 1          # the oldest (1) is dropped
@@ -705,7 +707,8 @@ def test_telemetry_cpu_accounting(tmp_path):
 def test_harmonizer_refresh_follows_the_change():
     """Automatic cap on the CPU: CPU_STEADY_HZ while the scene is steady, the cap right after
     a change, back down within about a second."""
-    from vidharm.engine import CPU_REFRESH_HZ, CPU_STEADY_HZ, HarmonizerWorker
+    from vidharm.fitting import FitJob
+    from vidharm.live.worker import CPU_REFRESH_HZ, CPU_STEADY_HZ, HarmonizerWorker
     worker = HarmonizerWorker(_cfg(), threaded=False, cpu_budget=0.4)
     assert worker.max_hz == CPU_REFRESH_HZ and CPU_STEADY_HZ < CPU_REFRESH_HZ
     pause = lambda: worker._pause_after(100.0, 100.005)               # noqa: E731
@@ -714,14 +717,14 @@ def test_harmonizer_refresh_follows_the_change():
     bg = np.full_like(rgb, 120)
     mask = np.zeros((90, 160), np.float32)
     mask[20:, 50:110] = 1.0
-    worker.step((rgb, bg, mask, 0.0, True))                            # a cut: fast
+    worker.step(FitJob(rgb, bg, mask, 0.0, True))                            # a cut: fast
     assert pause() == pytest.approx(1 / CPU_REFRESH_HZ - 0.005)
     for i in range(1, 40):                                             # 2 s steady
-        worker.step((rgb, bg, mask, i / 20, False))
+        worker.step(FitJob(rgb, bg, mask, i / 20, False))
     assert worker.recent_change < 0.05
     assert pause() == pytest.approx(1 / CPU_STEADY_HZ - 0.005, rel=0.05)
     brighter = np.clip(rgb.astype(np.int16) + 40, 0, 255).astype(np.uint8)
-    worker.step((brighter, bg, mask, 2.0, False))                      # the light goes up
+    worker.step(FitJob(brighter, bg, mask, 2.0, False))                      # the light goes up
     assert pause() == pytest.approx(1 / CPU_REFRESH_HZ - 0.005, rel=0.05)
     worker.max_hz = 15.0
     worker._auto_hz = False                                            # a cap given: kept
@@ -747,7 +750,7 @@ class _ListSource:
 
 def test_fps_cap_skips_extra_camera_frames(asset):
     """--fps is a cap: a 60 fps camera with max_fps 30 gets every other frame processed."""
-    from vidharm.engine import LiveEngine
+    from vidharm.live import LiveEngine
     frame = np.full((90, 160, 3), 128, np.uint8)
     src = _ListSource(frame, [i / 60 for i in range(60)], fps=60.0)
     sink = RecordingSink()
@@ -796,7 +799,7 @@ class _WatchedSink(RecordingSink):
 def test_processing_pauses_while_nobody_watches(asset):
     """sink.watched() False: frames are taken and thrown away (no segmentation, nothing
     sent); True again: processing resumes at once, smoothing started over."""
-    from vidharm.engine import LiveEngine
+    from vidharm.live import LiveEngine
     frame = np.full((90, 160, 3), 100, np.uint8)
     state = {"watched": True}
 

@@ -76,7 +76,7 @@ def test_fit_frame_pads_never_distorts():
 # ----------------------------------------------------------------------------- virtualcam
 def test_virtualcam_through_recording_backend_in_engine(asset):
     from vidharm.config import load_config
-    from vidharm.engine import LiveEngine
+    from vidharm.live import LiveEngine
     from vidharm_plugins.sinks import VirtualCamSink
     from vidharm_plugins.sources import FileSource
     rec = _register("vidharm-rec")
@@ -177,7 +177,7 @@ class FakeWindow:
 
 def test_preview_hotkeys_headless(asset):
     from vidharm.config import load_config
-    from vidharm.engine import LiveEngine
+    from vidharm.live import LiveEngine
     from vidharm_plugins.sinks import PreviewSink
     from vidharm_plugins.sources import FileSource
     keys = {8: ord("m"), 14: ord("m"), 18: ord("h"), 22: ord("n"), 32: ord(" "), 42: ord(" "),

@@ -1,6 +1,6 @@
 """Live telemetry: fps, per-stage ms, capture-to-sink latency, dropped frames, harmonizer refresh.
 
-:class:`Telemetry` is fed by the live engine (:mod:`vidharm.engine`) and costs a few
+:class:`Telemetry` is fed by the live engine (:mod:`vidharm.live`) and costs a few
 microseconds per frame; its memory is bounded for arbitrarily long runs (a soak test runs for
 30 minutes):
 

@@ -1,77 +1,67 @@
-"""Learned harmonizers (phnet-grid, PHNet family, FMM) behind the harmonizer interface.
+"""Learned harmonizers (phnet-grid, the PHNet family, FMM) behind the harmonizer contract.
 
-``phnet-grid`` / ``phnet`` / ``phnet-lite`` / ``fmm`` use the weights shipped in the package (``--weights PATH`` takes a
-vidharm ``.safetensors`` or a published PHNet ``.pth`` instead). The network runs at
-``work_size`` and its effect is fitted as a :class:`vidharm.color.ColorGrid`, applied at full
-resolution by the pipeline. On a stream (``smoothing > 0``) the network's PN/PFE statistics
-are carried across frames (EMA) and the fitted grid is smoothed too; a cut resets both.
+Each uses the weights shipped in the package (``--weights PATH`` takes a vidharm
+``.safetensors`` or a published PHNet ``.pth`` instead). The network runs at ``work_size``;
+its effect comes back as a :class:`vidharm.color.ColorGrid` (phnet-grid predicts it, the
+others have it fitted to their output). They have the :class:`~vidharm.harmonize.base.Streaming`
+capability: the driver may let the network carry its PN/PFE statistics across frames.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..color import ColorGrid
-from ..registry import registry
-from .base import GridHarmonizer
+from ..errors import InputError
+from ..models.runner import ModelRunner
+from .base import BaseHarmonizer
 
 
-class LearnedHarmonizer(GridHarmonizer):
+class LearnedHarmonizer(BaseHarmonizer):
     """A harmonization network (default: the shipped phnet-grid) as a colour grid."""
 
     default_weights = "default"
     registry_name = "phnet"
-
-    def __init__(self, cfg=None, cut_threshold: float = 0.08):
-        from ..api import Harmonizer
-        from ..config import HarmonizerConfig
-        self.cfg = cfg or HarmonizerConfig()
-        spec = self.cfg.weights or self.default_weights
-        self.net = Harmonizer.from_pretrained(spec, device=self.cfg.device,
-                                              work_size=self.cfg.work_size,
-                                              grid=(self.cfg.grid, self.cfg.grid))
-        self.name = self.net.name
-        super().__init__(0.0, cut_threshold)
-        self._check_arch()
-
     #: architectures this harmonizer accepts in --weights (None: any)
     archs: tuple | None = ("phnet", "grid")
 
+    def __init__(self, cfg=None):
+        from ..config import HarmonizerConfig
+        self.cfg = cfg or HarmonizerConfig()
+        spec = self.cfg.weights or self.default_weights
+        self.net = ModelRunner.from_pretrained(spec, device=self.cfg.device,
+                                               work_size=self.cfg.work_size,
+                                               grid=(self.cfg.grid, self.cfg.grid))
+        self.name = self.net.name
+        self.device = self.net.device
+        self._check_arch()
+
+    @property
+    def _config(self) -> dict:
+        return getattr(self.net.model, "config", {}) or {}
+
     def _check_arch(self) -> None:
-        config = getattr(self.net.model, "config", {}) or {}
+        config = self._config
         arch = config.get("arch", "phnet")
         if self.archs is not None and (arch not in self.archs or config.get("fmm")):
-            from ..errors import InputError
             kind = "FMM" if arch == "fmm" or config.get("fmm") else arch
             raise InputError(f"the weights '{self.cfg.weights}' hold a '{config.get('name', '?')}' "
                              f"model ({kind}), not one for harmonizer '{self.registry_name}'",
                              "pick the harmonizer that matches the weights (--harmonizer fmm for "
                              "FMM weights, phnet-grid for grid weights)")
 
-    @GridHarmonizer.smoothing.setter
-    def smoothing(self, value: float) -> None:
-        """0 = per frame (stills). >0: EMA of the network's statistics and of the grid."""
-        self.stream.smoothing = float(value)
-        set_streaming = getattr(self.net.model, "set_streaming", None)
-        if set_streaming:
-            set_streaming(self.stream.smoothing)
-
-    def fit_frame(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
-        return self.net.fit(composite, mask).scaled(self.cfg.strength)
-
     def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
-        grid = super().fit(composite, mask)
-        if self.stream.cut:                         # forget the carried network statistics too
-            self._reset_network()
-        return grid
+        return self.net.fit(composite, mask)
 
-    def reset(self) -> None:
-        super().reset()
-        self._reset_network()
+    # the Streaming capability (vidharm.harmonize.base.Streaming)
+    def set_streaming(self, smoothing: float) -> None:
+        fn = getattr(self.net.model, "set_streaming", None)
+        if fn is not None:
+            fn(float(smoothing))
 
-    def _reset_network(self) -> None:
-        reset = getattr(self.net.model, "reset_stream", None)
-        if reset:
-            reset()
+    def reset_stream(self) -> None:
+        fn = getattr(self.net.model, "reset_stream", None)
+        if fn is not None:
+            fn()
 
 
 class PhnetGrid(LearnedHarmonizer):
@@ -100,17 +90,8 @@ class Fmm(LearnedHarmonizer):
 
     def _check_arch(self) -> None:
         """FMM weights: the fmm architecture or a PHNet with FMM modules."""
-        config = getattr(self.net.model, "config", {}) or {}
+        config = self._config
         if config.get("arch") != "fmm" and not config.get("fmm"):
-            from ..errors import InputError
             raise InputError(f"the weights '{self.cfg.weights}' hold a '{config.get('name', '?')}' "
                              "model without FMM modules",
                              "use --harmonizer phnet for PHNet weights, or give FMM weights")
-
-
-registry.harmonizers.add("phnet", LearnedHarmonizer,
-                         "PHNet: shipped default weights, or --weights PATH (.safetensors / published .pth)")
-registry.harmonizers.add("phnet-lite", PhnetLite)
-registry.harmonizers.add("phnet-grid", PhnetGrid)
-registry.harmonizers.add("fmm", Fmm, "FMM (attention-based feature map modulation): shipped "
-                         "weights, or --weights PATH")

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..color import ColorGrid, subsample
-from ..registry import registry
-from .base import GridHarmonizer
+from .base import BaseHarmonizer
 
 LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 GAMMA = 2.2
@@ -95,7 +94,7 @@ def light_grid(composite: np.ndarray, mask: np.ndarray, p: LightParams = LightPa
     return ColorGrid(coeffs)
 
 
-class LightHarmonizer(GridHarmonizer):
+class LightHarmonizer(BaseHarmonizer):
     """Learning-free: bounded von Kries adaptation between person and scene illuminants.
 
     Illuminant estimates (grey-edge, bright pixels) of person and scene, dead zone, bounded
@@ -103,21 +102,13 @@ class LightHarmonizer(GridHarmonizer):
 
     name = "light"
 
-    def __init__(self, cfg=None, smoothing: float = 0.0, cut_threshold: float = 0.08,
-                 params: LightParams = LightParams()):
+    def __init__(self, cfg=None, params: LightParams = LightParams()):
         from ..config import HarmonizerConfig
-        super().__init__(smoothing, cut_threshold)
         self.cfg = cfg or HarmonizerConfig()
         self.params = params
 
-    def fit_frame(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
+    def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
         """This frame's transform, estimated on a strided subsample."""
         small = np.ascontiguousarray(subsample(composite, self.cfg.work_size // 2))
         m = np.ascontiguousarray(subsample(mask, self.cfg.work_size // 2))
-        return light_grid(small, m, self.params).scaled(self.cfg.strength)
-
-
-registry.harmonizers.add("light", LightHarmonizer, LightHarmonizer.__doc__.splitlines()[0])
-registry.harmonizers.add("stats", LightHarmonizer,
-                         "old name of 'light' (the colour-statistics transfer it replaced turned "
-                         "people the colour of the room)")
+        return light_grid(small, m, self.params)

@@ -109,19 +109,13 @@ def _with_pooled(acc: MetricAccumulator) -> dict:
 
 
 def harmonizer_fit(name: str, weights: str = "", work_size: int = 256) -> Callable:
-    """``fit`` of a registered harmonizer (stills: no temporal smoothing)."""
+    """``fit`` of a registered harmonizer (stateless: each still on its own)."""
     from ..config import HarmonizerConfig
     from ..registry import registry
     h = registry.harmonizers.create(name, HarmonizerConfig(name=name, weights=weights,
                                                            device="cpu", work_size=work_size))
 
-    def fit(comp: np.ndarray, mask: np.ndarray) -> ColorGrid:
-        h.reset()
-        g = h.fit(comp, mask)
-        if g is None:                       # pixel harmonizers: their effect as a grid
-            g = fit_grid(comp, h(comp, mask), mask, (4, 4))
-        return g
-    return fit
+    return h.fit
 
 
 def render(report: RecipeReport) -> str:

@@ -1,0 +1,145 @@
+"""Where the frame graph's colour grid comes from: a harmonizer fitted on low-res jobs.
+
+    graph ──FitJob (low-res frame, background, mask, t)──▶ provider.submit(job)
+    graph ◀──────────── ColorGrid for the frame at t ───── provider.grid_at(t)
+
+:class:`GridFitter` is the work itself, the same for every driver: composite at low
+resolution, the stream's :class:`~vidharm.temporal.GridTracker` (change, cut, carried
+statistics), ``harmonizer.fit``, optionally a per-channel refit for a cheaper apply
+(:func:`vidharm.color.diagonal_refit`), the tracker's smoothing. Providers differ only in when
+it runs: :class:`SyncGrids` (offline: in the frame loop, every ``every``-th frame) and
+:class:`vidharm.live.worker.HarmonizerWorker` (live: its own thread, latest job wins, never
+blocking the frame loop).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .color import ColorGrid, diagonal_refit
+from .composite import composite
+from .temporal import Easing, GridTracker, SmoothingTuning
+
+__all__ = ["FitJob", "GridSnapshot", "GridFitter", "GridProvider", "SyncGrids"]
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """A low-res view of one frame for the harmonizer (never written after it is made)."""
+
+    rgb: np.ndarray         # uint8 (h, w, 3): the camera frame
+    bg: np.ndarray          # uint8 (h, w, 3): the new background
+    mask: np.ndarray        # float32 (h, w) in [0, 1]
+    t: float                # video time, seconds
+    cut: bool = False       # start the smoothing over (new clip, camera reconnected, ...)
+
+
+@dataclass(frozen=True)
+class GridSnapshot:
+    """A published fit (immutable: a frame loop on another thread just reads it)."""
+
+    grid: ColorGrid
+    seq: int
+    epoch: int          # changes on a cut: shown grids jump instead of easing
+    t: float            # video time of the frame it was fitted on
+    fit_s: float
+
+
+@runtime_checkable
+class GridProvider(Protocol):
+    """What the frame graph asks for a grid: hand over this frame's job, then the grid to
+    apply to the frame at ``t`` (None: none yet, plain composite)."""
+
+    def submit(self, job: FitJob) -> None: ...
+
+    def grid_at(self, t: float) -> ColorGrid | None: ...
+
+    def force_cut(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class GridFitter:
+    """``harmonizer`` plus the stream's tracker: one :class:`FitJob` -> the smoothed grid.
+
+    ``diagonal``: publish per-channel (gain, offset) grids (about half the full-resolution
+    apply's cost) fitted to what the harmonizer's full affine grid does to this frame's person;
+    ``diag_error`` is their mean difference over the person, grey levels (EMA)."""
+
+    def __init__(self, harmonizer, tuning: SmoothingTuning | None = None, diagonal: bool = False):
+        self.harmonizer = harmonizer
+        self.tracker = GridTracker(tuning)
+        self.diagonal = diagonal
+        self.diag_error: float | None = None
+        self.last_change = 1.0
+        self._seq = 0
+
+    @property
+    def tuning(self) -> SmoothingTuning:
+        return self.tracker.tuning
+
+    def fit(self, job: FitJob, forced: bool = False) -> GridSnapshot:
+        t0 = time.perf_counter()
+        rgb, bg = np.ascontiguousarray(job.rgb), np.ascontiguousarray(job.bg)
+        mask = np.ascontiguousarray(job.mask, dtype=np.float32)
+        forced = forced or job.cut
+        comp = composite(rgb, bg, mask)
+        change, cut = self.tracker.before_fit(self.harmonizer, rgb, bg, mask, job.t, forced)
+        self.last_change = change
+        grid = self.harmonizer.fit(comp, mask)
+        if not np.isfinite(grid.coeffs).all():
+            raise FloatingPointError("the harmonizer produced a non-finite colour transform")
+        if self.diagonal and not grid.is_diagonal:
+            grid, err = diagonal_refit(grid, comp, mask)
+            self.diag_error = err if self.diag_error is None else \
+                self.diag_error + 0.1 * (err - self.diag_error)
+        grid = self.tracker.after_fit(grid, job.t, change, cut, forced)
+        self._seq += 1
+        return GridSnapshot(grid, self._seq, self.tracker.epoch, job.t,
+                            time.perf_counter() - t0)
+
+    def reset(self) -> None:
+        self.tracker.reset()
+
+
+class SyncGrids:
+    """Offline provider: fits in the caller's loop on every ``every``-th job (1 = each frame),
+    the grid then eased between fits like the live one. Errors propagate (a transcode fails
+    rather than writing a wrong file)."""
+
+    def __init__(self, fitter: GridFitter, every: int = 1):
+        self.fitter = fitter
+        self.every = max(1, int(every))
+        self.latest: GridSnapshot | None = None
+        self._n = 0
+        self._cut = False
+        self._easing = Easing()
+
+    def submit(self, job: FitJob) -> None:
+        if self._n % self.every == 0:
+            self.latest = self.fitter.fit(job, forced=self._cut)
+            self._cut = False
+        self._n += 1
+
+    def grid_at(self, t: float) -> ColorGrid | None:
+        snap = self.latest
+        if snap is None:
+            return None
+        if self.every == 1 or self.fitter.tuning.mode == "off":
+            return snap.grid
+        return self._easing.toward(snap.grid, snap.epoch, t, 0.5 * self.every / 30.0)
+
+    def force_cut(self) -> None:
+        self._cut = True
+
+    def reset(self) -> None:
+        self.fitter.reset()
+        self.latest = None
+        self._n = 0
+        self._easing.reset()
+
+    def close(self) -> None:
+        """The harmonizer belongs to whoever made it; nothing to free here."""

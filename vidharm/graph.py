@@ -1,0 +1,298 @@
+"""The per-frame graph, one for live and offline alike.
+
+    frame ─▶ segmenter ─▶ check ─▶ refine + temporal smoothing of the mask
+                                        │
+    background provider ───────────────▶ low-res job ─▶ grid provider (fit: sync or thread)
+                                        │                    │
+                                        ▼                    ▼
+                  fused pass: out = bg + m·(T(frame) − bg), T = provider's grid at strength
+
+:class:`FrameGraph` does one frame: ``graph.process(rgb, t) -> FrameOut``. The drivers around
+it differ only in their grid provider (:mod:`vidharm.fitting`): the offline pipeline
+(:mod:`vidharm.pipeline`) fits in its loop, the live engine (:mod:`vidharm.live`) on a thread.
+
+Privacy guard: when segmentation raises or returns garbage (:func:`check_mask`), or anything
+after it fails, the frame is the background alone (a strong blur of the room for a blur
+background), never the camera frame.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .color import ColorGrid, apply_grid_fused
+from .composite import BackgroundProvider, BlurBackground, composite
+from .config import Config
+from .fitting import FitJob, GridProvider
+from .mask import MaskRefiner, segmentation_input
+from .protocols import SizedSegmenter
+
+log = logging.getLogger("vidharm.graph")
+
+#: the graph's stages, in order (seconds of each are reported per frame)
+STAGES = ("segment", "refine", "background", "apply")
+#: segmentation failures in a row after which the graph asks for a fresh segmenter
+SEGMENTER_RETRIES = 30
+
+
+def check_mask(mask: Any, shape: tuple[int, int]) -> str | None:
+    """Why the segmenter's ``mask`` must not be used for a frame of ``shape`` (H, W), or
+    None when it is usable. Garbage: not a 2-D array of the frame's size, NaN/inf, values
+    outside [0, 1], or covering (> 0.5) practically the whole frame."""
+    if not isinstance(mask, np.ndarray):
+        return f"the mask is not an array ({type(mask).__name__})"
+    m = mask[:, :, 0] if mask.ndim == 3 and mask.shape[2] == 1 else mask
+    if m.ndim != 2 or m.shape != tuple(shape):
+        return f"the mask has shape {mask.shape}, the frame {tuple(shape)}"
+    if m.dtype == np.uint8:
+        hi, half = 255.0, 127.5
+    elif np.issubdtype(m.dtype, np.floating):
+        hi, half = 1.0, 0.5
+        if not math.isfinite(float(m.sum(dtype=np.float64))):
+            return "the mask has NaN/inf values"
+    else:
+        return f"the mask has type {m.dtype}"
+    sub = m[::8, ::8]
+    if float(sub.min()) < -0.01 * hi or float(sub.max()) > 1.01 * hi:
+        return "the mask has values outside [0, 1]"
+    if float((sub > half).mean()) > 0.98:
+        return "the mask covers the whole frame"
+    return None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, shortened (for logs and notes)."""
+    text = str(exc).strip().splitlines()
+    return " ".join(text[0].split())[:160] if text else type(exc).__name__
+
+
+@dataclass
+class FrameOut:
+    """One processed frame: the picture to send, whether it is the privacy fallback, and the
+    seconds (wall clock and this thread's CPU) of each stage."""
+
+    out: np.ndarray
+    private: bool = False
+    stages: dict = field(default_factory=dict)
+    cpu: dict = field(default_factory=dict)
+
+
+class _Stopwatch:
+    """Wall and thread-CPU seconds per stage, in the order the stages end."""
+
+    def __init__(self):
+        self.stages: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._t, self._c = time.perf_counter(), time.thread_time()
+
+    def lap(self, stage: str) -> None:
+        t, c = time.perf_counter(), time.thread_time()
+        self.stages[stage] = self.stages.get(stage, 0.0) + t - self._t
+        self.cpu[stage] = self.cpu.get(stage, 0.0) + c - self._c
+        self._t, self._c = t, c
+
+
+class FrameGraph:
+    """Segment, refine, background, fused colour transform: one frame at a time.
+
+    - ``background``: a :class:`~vidharm.composite.BackgroundProvider` (owned by the caller).
+    - ``segmenter``: a :class:`~vidharm.protocols.Segmenter` (owned by the caller).
+    - ``grids``: a :class:`~vidharm.fitting.GridProvider`, or None (plain composite).
+    - ``video``: temporal smoothing of the mask and the segmenter's stream mode; False for stills.
+    - ``strict``: an exception in segmentation or compositing propagates (offline: a failed
+      file, not a file of background frames); otherwise it gives the privacy fallback (live).
+    - ``note(text)``: where one-line notes of fallbacks go (telemetry); ``placeholder(text)``:
+      a picture for when even the background fails; ``on_segmenter_failing()``: called after
+      :data:`SEGMENTER_RETRIES` failures in a row (live starts a fresh segmenter).
+
+    Attributes a driver may switch between frames: ``background``, ``segmenter``, ``grids``,
+    ``harmonize_on``, ``show_mask``, ``strength`` (applied to the grid here, once).
+    """
+
+    def __init__(self, cfg: Config, background: BackgroundProvider, segmenter, *,
+                 grids: GridProvider | None = None, video: bool = True, strict: bool = False,
+                 note: Callable[[str], None] | None = None,
+                 placeholder: Callable[[str], np.ndarray | None] | None = None,
+                 on_segmenter_failing: Callable[[], None] | None = None):
+        self.cfg = cfg
+        self.background = background
+        self.segmenter = segmenter
+        self.grids = grids
+        self.video = video
+        self.strict = strict
+        self.refiner = MaskRefiner(cfg.mask, smooth=video)
+        self.harmonize_on = grids is not None
+        self.show_mask = False
+        self.strength = float(cfg.harmonizer.strength)
+        self.work_size = int(cfg.harmonizer.work_size)
+        self.note = note
+        self.placeholder = placeholder
+        self.on_segmenter_failing = on_segmenter_failing
+        self.privacy_frames = 0            # frames of the current fallback (0 = none now)
+        self.last_mask: np.ndarray | None = None
+        self.last_bg: np.ndarray | None = None
+        self._privacy_blur = BlurBackground(max(36.0, 3.0 * cfg.background.blur_sigma))
+        self._seg_streak = 0
+        self._sized: tuple = (None, False)
+        self._logged: set[str] = set()
+        self._cut_pending = True
+
+    # ------------------------------------------------------------------ settings
+    def set_config(self, cfg: Config) -> None:
+        """New mask / background / strength settings from the next frame on."""
+        old, self.cfg = self.cfg, cfg
+        if cfg.mask != old.mask:
+            self.refiner = MaskRefiner(cfg.mask, smooth=self.video)
+        if cfg.background != old.background:
+            self._privacy_blur = BlurBackground(max(36.0, 3.0 * cfg.background.blur_sigma))
+        self.strength = float(cfg.harmonizer.strength)
+        self.work_size = int(cfg.harmonizer.work_size)
+
+    def cut(self) -> None:
+        """The next frame starts over: mask smoothing and the grid's temporal state."""
+        self.refiner.reset()
+        self._cut_pending = True
+
+    # ------------------------------------------------------------------ one frame
+    def process(self, rgb: np.ndarray, t: float | None) -> FrameOut:
+        """The output for camera frame ``rgb`` (uint8 (H, W, 3)) at video time ``t`` (None
+        for a still). The raw camera frame is never returned."""
+        t = 0.0 if t is None else float(t)
+        watch = _Stopwatch()
+        mask, reason = self._mask(rgb, t, watch)
+        if reason is not None:
+            return self._fallback(rgb, t, reason, watch)
+        try:
+            h, w = rgb.shape[:2]
+            bg = np.asarray(self.background.frame((w, h), t, current=rgb, mask=mask))
+            watch.lap("background")
+            out = self._apply(rgb, bg, mask, t)
+            watch.lap("apply")
+        except Exception as exc:
+            if self.strict:
+                raise
+            return self._fallback(rgb, t, f"compositing failed ({type(exc).__name__}: "
+                                           f"{first_line(exc)})", watch)
+        self.last_mask, self.last_bg = mask, bg
+        return FrameOut(out, False, watch.stages, watch.cpu)
+
+    def _mask(self, rgb: np.ndarray, t: float, watch: _Stopwatch):
+        """(refined mask, None) or (None, why it cannot be used)."""
+        try:
+            size = self._input_size() if self.refiner.guided else None
+            # the model's own input size: the mask comes back at that size; the refiner's
+            # guide is made on the way (see vidharm.mask.segmentation_input)
+            seg_in, small = segmentation_input(rgb, size)
+            raw = self.segmenter.segment(seg_in, t if self.video else None)
+            reason = check_mask(raw, seg_in.shape[:2])
+            self._seg_streak = 0
+        except Exception as exc:
+            if self.strict:
+                raise
+            reason = f"segmentation failed ({type(exc).__name__}: {first_line(exc)})"
+            self._seg_streak += 1
+            if self._seg_streak == SEGMENTER_RETRIES and self.on_segmenter_failing:
+                self.on_segmenter_failing()
+        watch.lap("segment")
+        if reason is not None:
+            return None, reason
+        self._recovered()
+        try:
+            mask = self.refiner(raw, rgb, small=small)
+            if not math.isfinite(float(mask.sum(dtype=np.float64))):
+                reason = "the refined mask has NaN/inf values"
+        except Exception as exc:
+            if self.strict:
+                raise
+            reason = f"mask refinement failed ({type(exc).__name__}: {first_line(exc)})"
+        watch.lap("refine")
+        return (mask, None) if reason is None else (None, reason)
+
+    def _input_size(self) -> tuple[int, int] | None:
+        seg = self.segmenter
+        if self._sized[0] is not seg:          # a runtime protocol check once per segmenter
+            self._sized = (seg, isinstance(seg, SizedSegmenter))
+        return seg.input_size if self._sized[1] else None
+
+    def _apply(self, rgb: np.ndarray, bg: np.ndarray, mask: np.ndarray, t: float) -> np.ndarray:
+        if self.show_mask:
+            m8 = (mask * 255.0 + 0.5).astype(np.uint8)
+            return np.repeat(m8[:, :, None], 3, axis=2)
+        grid = None
+        if self.harmonize_on and self.grids is not None:
+            self.grids.submit(self.job(rgb, bg, mask, t))
+            grid = self.grids.grid_at(t)
+        if grid is None or self.strength <= 0.0:
+            return composite(rgb, bg, mask)
+        return apply_grid_fused(rgb, bg, mask, grid.scaled(self.strength))
+
+    def job(self, rgb: np.ndarray, bg: np.ndarray, mask: np.ndarray, t: float) -> FitJob:
+        """The low-res job of a frame: strided views (the frame, background and mask are new
+        arrays every frame, or read-only ones, and never written after this)."""
+        h, w = rgb.shape[:2]
+        step = max(1, min(h, w) // max(16, self.work_size))
+        cut, self._cut_pending = self._cut_pending, False
+        return FitJob(rgb[::step, ::step], bg[::step, ::step], mask[::step, ::step], t, cut)
+
+    # ------------------------------------------------------------------ privacy
+    def _recovered(self) -> None:
+        if self.privacy_frames:
+            log.warning("segmentation usable again after %d background-only frames",
+                        self.privacy_frames)
+            self.privacy_frames = 0
+            self._logged = {k for k in self._logged if not k.startswith("privacy:")}
+
+    def _fallback(self, rgb: np.ndarray, t: float, reason: str, watch: _Stopwatch) -> FrameOut:
+        out = self.background_only(rgb, t, reason)
+        watch.lap("background")
+        return FrameOut(out, True, watch.stages, watch.cpu)
+
+    def background_only(self, rgb: np.ndarray, t: float, reason: str) -> np.ndarray:
+        """PRIVACY: the frame to send when the mask cannot be trusted: the background alone
+        (for a blur background: a much stronger blur of the room), never the camera frame."""
+        key = "privacy:" + reason.split(" (")[0]
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning("%s: sending the background only (privacy) until it recovers", reason)
+            if self.note:
+                self.note(f"privacy fallback: {reason}")
+        self.privacy_frames += 1
+        self.cut()
+        h, w = rgb.shape[:2]
+        try:
+            if self.background.needs_current:
+                out = self._privacy_blur.frame((w, h), t, current=rgb, mask=None)
+            else:
+                out = self.background.frame((w, h), t)
+            out = np.asarray(out)
+            if out.shape == rgb.shape and out.dtype == np.uint8:
+                return out
+        except Exception:
+            pass
+        ph = self.placeholder("background unavailable") if self.placeholder else None
+        if ph is not None and ph.shape == rgb.shape:
+            return ph
+        return np.full_like(rgb, 32)
+
+    # ------------------------------------------------------------------ warm-up
+    def warm_up(self, size: tuple[int, int]) -> None:
+        """Run the stages after segmentation once on a blank frame of ``size`` (W, H), so
+        first-call costs (OpenCV kernel set-up, buffer allocation: the first refine took
+        40-50 ms at 720p, against 8 ms after) do not fall on the first real frames."""
+        w, h = size
+        try:
+            frame = np.zeros((h, w, 3), np.uint8)
+            raw = np.zeros((h, w), np.float32)
+            raw[h // 4:, w // 4: 3 * w // 4] = 1.0
+            mask = self.refiner(raw, frame)
+            bg = self.background.frame((w, h), 0.0, current=frame, mask=mask)
+            apply_grid_fused(frame, np.asarray(bg), mask, ColorGrid.identity(4, 4))
+        except Exception as exc:
+            log.debug("warm-up skipped: %s", first_line(exc))
+        finally:
+            self.refiner.reset()
