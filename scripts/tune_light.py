@@ -34,8 +34,8 @@ def main() -> None:
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--per-image", type=int, default=1)
     args = ap.parse_args()
-    from vidharm.training.train import _default_data_dir
-    people, scenes = load_items(args.data_dir or _default_data_dir(), short_side_for(256, 0.75))
+    from vidharm.training.data import default_data_dir
+    people, scenes = load_items(args.data_dir or default_data_dir(), short_side_for(256, 0.75))
     tr_p, _ = split_by_source(people, VAL_PEOPLE)
     tr_s, _ = split_by_source(scenes, VAL_SCENES)
     shapes = [p.mask for p in tr_p if (p.mask > 0.5).mean() > 0.03]

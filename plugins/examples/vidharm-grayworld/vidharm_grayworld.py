@@ -1,7 +1,9 @@
 """An example third-party vidharm plugin, packaged on its own (see pyproject.toml).
 
 It adds a ``grayworld`` harmonizer: the person's per-channel colour balance is shifted so its
-channel ratios match the background's (grey-world assumption), brightness kept. vidharm finds
+channel ratios match the background's (grey-world assumption), brightness kept. It returns an
+image; vidharm fits its colour grid to it and applies that at full resolution, at the
+``--strength`` asked for. vidharm finds
 it through the ``vidharm.plugins`` entry-point group; nothing in vidharm is edited::
 
     pip install ./plugins/examples/vidharm-grayworld
@@ -18,7 +20,7 @@ class GrayWorldHarmonizer(BaseHarmonizer):
     name = "grayworld"
 
     def __init__(self, cfg=None):
-        self.strength = getattr(cfg, "strength", 1.0)
+        self.cfg = cfg
 
     def harmonize(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
         img = composite.astype(np.float32)
@@ -27,7 +29,7 @@ class GrayWorldHarmonizer(BaseHarmonizer):
         bg_mean = (img * (1 - m)).sum((0, 1)) / max(float((1 - m).sum()), 1.0)
         # same brightness, background's channel ratios
         target = bg_mean / max(bg_mean.mean(), 1e-3) * fg_mean.mean()
-        gain = 1.0 + self.strength * (target / np.maximum(fg_mean, 1e-3) - 1.0)
+        gain = target / np.maximum(fg_mean, 1e-3)
         out = img + m * (img * gain - img)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
