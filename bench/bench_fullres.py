@@ -35,8 +35,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from vidharm._threads import tune_allocator
-    tune_allocator()                       # as the CLI does: reuse heap buffers across frames
+    from vidharm._threads import pin_blas_single_thread, tune_allocator
+    pin_blas_single_thread()               # as the CLI does: one BLAS thread,
+    tune_allocator()                       # heap buffers reused across frames
     from vidharm import Harmonizer, assets
     from vidharm.composite import composite, cover_crop
     from vidharm.imageio import load_image

@@ -147,12 +147,14 @@ def main(argv=None) -> int:
                     help="clips played once for flashes at cuts ('' to skip)")
     ap.add_argument("--flash-window", type=int, default=6)
     args = ap.parse_args(argv)
+    from vidharm._threads import pin_blas_single_thread, tune_allocator
+    pin_blas_single_thread()             # as the commands do (process-wide, at the entry point)
+    tune_allocator()
 
     import av
     import cv2
     from vidharm import assets
     from vidharm.config import load_config
-    from vidharm.registry import registry
     try:
         import torch
         torch.set_num_threads(args.threads)

@@ -348,7 +348,7 @@ def _evil_checkpoint(folder: Path) -> Path:
 
 def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
     from vidharm.errors import InputError
-    from vidharm.training.train import _load_checkpoint
+    from vidharm.training.train_io import load_checkpoint as _load_checkpoint
     marker = _evil_checkpoint(tmp_path)
     with pytest.raises(InputError, match="holds a pickled '.*open'"):
         _load_checkpoint(tmp_path / "checkpoint.pt")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import click
@@ -225,7 +224,7 @@ def bench_live(harmonizers, height, seconds, profile, weights, background, chart
     as the camera, null sink: cores used (process CPU time / wall time), fps, dropped
     frames, latency p50/p95 (ms), refresh Hz, fit ms and CPU ms per frame by part."""
     import os
-    frame_process_settings()
+    frame_process_settings(live=True)
     names = [h.strip() for h in harmonizers.split(",") if h.strip()]
     load = os.getloadavg()
     click.echo(f"vidharm bench live: profile={profile} {seconds:g} s each, cpu_count="

@@ -19,13 +19,19 @@ def echo_err(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def frame_process_settings() -> None:
+def frame_process_settings(live: bool = False) -> None:
     """Process-wide settings for commands that process frames, made once at their start:
     BLAS on one thread and glibc's malloc tuned for per-frame buffers (see
-    :mod:`vidharm._threads`). Not for ``vidharm train``, which wants its threads."""
+    :mod:`vidharm._threads`); ``live``: OpenCV's own thread pool off too (the live engine
+    runs three threads already; splitting each resize and blend over the cores cost more CPU
+    than it saved: phnet-grid at 720p 0.67 -> 0.61 cores). Not for ``vidharm train``, which
+    wants its threads."""
     from .._threads import pin_blas_single_thread, tune_allocator
     pin_blas_single_thread()
     tune_allocator()
+    if live:
+        import cv2
+        cv2.setNumThreads(1)
 
 
 def pipeline_options(f):

@@ -98,10 +98,9 @@ def four_backgrounds(rgb, mask, cfg, backgrounds=SHEET_BACKGROUNDS, height: int 
             if close:
                 close()
             comp = composite(rgb, bg, mask)
-            harmonizer.reset()
             grid = harmonizer.fit(np.ascontiguousarray(comp[::step, ::step]),
                                   np.ascontiguousarray(mask[::step, ::step]))
-            out = apply_grid_fused(rgb, bg, mask, grid) if grid is not None else harmonizer(comp, mask)
+            out = apply_grid_fused(rgb, bg, mask, grid.scaled(cfg.harmonizer.strength))
             for row, img, label in ((0, comp, f"{caption}: composite"),
                                     (1, out, f"{caption}: {cfg.harmonizer.name}")):
                 t = cv2.resize(img, (round(w * height / h), height), interpolation=cv2.INTER_AREA)

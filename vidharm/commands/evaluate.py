@@ -86,6 +86,8 @@ def command(folder, validation, data_dir, weights, split, size, samples, max_sam
 
 def _recipes(data_dir, harmonizer, weights, size, contact_sheet, as_json):
     from ..training import recipe_eval as R
+    from .common import frame_process_settings
+    frame_process_settings()
     fit = R.harmonizer_fit(harmonizer, weights)
     sets = R.load_validation(data_dir, size=size,
                              progress=lambda m: None if m.startswith(("mask", "skipped")) else

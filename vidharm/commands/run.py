@@ -72,7 +72,7 @@ def command(background, source, camera, size, fps, sink, output, duration, backg
     from ..temporal import SmoothingTuning
     from ..video import parse_size
 
-    frame_process_settings()
+    frame_process_settings(live=True)
     if output and not sink:
         sink = "file"
     overrides = overrides_from({**kw, "size": size, "fps": fps, "sink": sink, "source": source},

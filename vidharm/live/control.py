@@ -166,8 +166,6 @@ class Controls:
         given = {k: v for k, v in overrides.items() if v is not None}
         new_over = {**self.overrides, **given}
         try:
-            if given:     # checked on their own first, so an error names where they came from
-                Config().apply(given, "the control file")
             cfg = load_config(profile or self.profile, new_over)
             registry.harmonizers.get(cfg.harmonizer.name)
         except Exception as exc:
@@ -251,7 +249,12 @@ class Controls:
             self.set_background(str(data["background"]))
         if data.get("next_background"):
             self.next_background()
-        over = overrides_from({k: data[k] for k in ("harmonizer", "strength") if k in data})
+        try:
+            over = overrides_from({k: data[k] for k in ("harmonizer", "strength") if k in data},
+                                  "the control file")
+        except VidharmError as exc:
+            log.warning("settings change ignored: %s", one_line(exc))
+            over = {}
         if "profile" in data or over:
             self.set_profile(str(data["profile"]) if "profile" in data else None, **over)
         if "harmonize" in data:

@@ -49,7 +49,6 @@ from torch.utils.data import DataLoader, Dataset
 from .._fs import atomic_write_text
 from ..errors import ConfigError
 from .batches import BatchSchedule, build_datasets, build_temporal_dataset, collate, flatten_pairs
-from .data import default_data_dir
 from .losses import phnet_loss, temporal_consistency
 from .metrics import MetricAccumulator, blend
 from .train_config import TrainConfig, lr_at
@@ -57,11 +56,6 @@ from .train_io import (CHECKPOINT_NAME, CsvLog, load_checkpoint, open_tensorboar
                        save_checkpoint, save_final)
 
 __all__ = ["TrainConfig", "lr_at", "train", "validate", "build_datasets", "build_temporal_dataset"]
-
-# names other code imported from here before they moved (scripts/tune_light.py,
-# tests/test_reliability.py)
-_default_data_dir = default_data_dir
-_load_checkpoint = load_checkpoint
 
 
 # ------------------------------------------------------------------------------ distributed
