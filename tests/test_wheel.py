@@ -106,3 +106,12 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     import av
     with av.open(str(work / "out.mp4")) as c:
         assert c.streams.video[0].frames == 72 or sum(1 for _ in c.decode(video=0)) == 72
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """A new sub-package that pyproject.toml does not list would be missing from the wheel."""
+    import tomllib
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "vidharm").rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject.toml's packages: {sorted(found - listed)}"
