@@ -28,9 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=50)
     args = ap.parse_args(argv)
-    from vidharm._threads import pin_blas_single_thread, tune_allocator
-    pin_blas_single_thread()             # as the commands do (process-wide, at the entry point)
-    tune_allocator()
+    from vidharm.commands.common import frame_process_settings
+    frame_process_settings()             # as the commands do (process-wide, at the entry point)
 
     import av
     import torch

@@ -35,9 +35,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from vidharm._threads import pin_blas_single_thread, tune_allocator
-    pin_blas_single_thread()               # as the CLI does: one BLAS thread,
-    tune_allocator()                       # heap buffers reused across frames
+    from vidharm.commands.common import frame_process_settings
+    frame_process_settings()               # as the CLI does: one BLAS thread, heap buffers reused
     from vidharm import Harmonizer, assets
     from vidharm.composite import composite, cover_crop
     from vidharm.imageio import load_image

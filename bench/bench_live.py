@@ -82,16 +82,13 @@ def run_once(cfg, clip, size, seconds, max_hz, background, soak_sample=None, bud
 def stages(cfg, height, background, n=60, rounds=3) -> int:
     import numpy as np
 
-    from vidharm._threads import pin_blas_single_thread, tune_allocator
+    from vidharm.commands.common import frame_process_settings
     from vidharm.color import ColorGrid, apply_grid_fused
     from vidharm.composite import composite, make_background
     from vidharm.mask import MaskRefiner, _resize, segmentation_input, work_size
     from vidharm.registry import registry
     from vidharm.video import VideoReader
-    pin_blas_single_thread()
-    tune_allocator()
-    import cv2
-    cv2.setNumThreads(1)                 # as the live engine runs
+    frame_process_settings(live=True)    # as `vidharm run` does
     clip, size = upscaled_clip(height)
     frames = [f for f, _, _ in VideoReader(clip)][:n]
     seg = registry.segmenters.create(cfg.segmentation.segmenter, cfg.segmentation)

@@ -147,9 +147,8 @@ def main(argv=None) -> int:
                     help="clips played once for flashes at cuts ('' to skip)")
     ap.add_argument("--flash-window", type=int, default=6)
     args = ap.parse_args(argv)
-    from vidharm._threads import pin_blas_single_thread, tune_allocator
-    pin_blas_single_thread()             # as the commands do (process-wide, at the entry point)
-    tune_allocator()
+    from vidharm.commands.common import frame_process_settings
+    frame_process_settings()             # as the commands do (process-wide, at the entry point)
 
     import av
     import cv2

@@ -18,19 +18,21 @@ _lock = threading.Lock()
 
 
 def pin_blas_single_thread() -> None:
-    """Limit BLAS libraries (numpy's OpenBLAS) to one thread for the rest of the process.
+    """Limit the BLAS libraries loaded NOW (numpy's OpenBLAS, MediaPipe's own) to one thread
+    for the rest of the process.
 
-    A process-wide setting, made once: threadpoolctl limits are global to the process, so
-    entering and leaving a limit around each call from several threads races (one thread's
-    exit restored 2 BLAS threads in the middle of another's matrix product: 53 ms spikes in
-    the live engine). vidharm's frame processing always wants one BLAS thread. Idempotent.
+    A process-wide setting: threadpoolctl limits are global to the process, so entering and
+    leaving a limit around each call from several threads races (one thread's exit restored 2
+    BLAS threads in the middle of another's matrix product: 53 ms spikes in the live engine).
+    It reaches only libraries already loaded: importing mediapipe loads a second OpenBLAS
+    with its own pool (measured: pinned before that import, the live engine at 720p used 1.50
+    cores instead of 0.57, its pool spinning), so call it after they are imported (see
+    :func:`vidharm.commands.common.frame_process_settings`). Calling it again re-applies it.
     """
     global _limiter
-    if _limiter is None:
-        with _lock:
-            if _limiter is None:
-                from threadpoolctl import threadpool_limits
-                _limiter = threadpool_limits(limits=1, user_api="blas")
+    from threadpoolctl import threadpool_limits
+    with _lock:
+        _limiter = threadpool_limits(limits=1, user_api="blas")
 
 
 _allocator_tuned = False

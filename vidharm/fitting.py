@@ -83,7 +83,7 @@ class GridFitter:
 
     def fit(self, job: FitJob, forced: bool = False) -> GridSnapshot:
         t0 = time.perf_counter()
-        rgb, bg = np.ascontiguousarray(job.rgb), np.ascontiguousarray(job.bg)
+        rgb, bg = job.rgb, job.bg              # strided views: composite reads them as they are
         mask = np.ascontiguousarray(job.mask, dtype=np.float32)
         forced = forced or job.cut
         comp = composite(rgb, bg, mask)

@@ -90,8 +90,11 @@ class SceneStats:
     coverage: float     # mask mean, 0..1
 
 
-def scene_stats(rgb: np.ndarray, bg: np.ndarray, mask: np.ndarray, step: int = 2) -> SceneStats:
-    """Cheap statistics of a low-res job (subsampled by ``step``)."""
+def scene_stats(rgb: np.ndarray, bg: np.ndarray, mask: np.ndarray, step: int | None = None) -> SceneStats:
+    """Cheap statistics of a low-res job, subsampled by ``step`` (default: to about 64 px on
+    the short side: mean colours need no more, and a 360x640 job took 0.47 ms at step 2)."""
+    if step is None:
+        step = max(2, min(mask.shape[:2]) // 64)
     m = np.ascontiguousarray(mask[::step, ::step], np.float32).reshape(-1)
     x = rgb[::step, ::step].reshape(-1, 3).astype(np.float32)
     # the background's mean with OpenCV's (SIMD, float64) sum: 0.18 ms instead of numpy's

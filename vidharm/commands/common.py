@@ -26,6 +26,9 @@ def frame_process_settings(live: bool = False) -> None:
     runs three threads already; splitting each resize and blend over the cores cost more CPU
     than it saved: phnet-grid at 720p 0.67 -> 0.61 cores). Not for ``vidharm train``, which
     wants its threads."""
+    import mediapipe  # noqa: F401  (loads its own OpenBLAS: the pin must reach it too)
+    import numpy  # noqa: F401
+
     from .._threads import pin_blas_single_thread, tune_allocator
     pin_blas_single_thread()
     tune_allocator()
