@@ -41,7 +41,6 @@ class LatencyHistogram:
         self.counts = np.zeros(_BINS + 1, np.int64)   # last bin: overflow
         self.n = 0
         self.max_ms = 0.0
-        self.sum_ms = 0.0
 
     def add(self, seconds: float) -> None:
         ms = seconds * 1000.0
@@ -49,7 +48,6 @@ class LatencyHistogram:
             return
         self.counts[min(int(ms / _BIN_MS), _BINS)] += 1
         self.n += 1
-        self.sum_ms += ms
         if ms > self.max_ms:
             self.max_ms = ms
 
@@ -61,10 +59,6 @@ class LatencyHistogram:
         if k >= _BINS:
             return self.max_ms
         return min((k + 1) * _BIN_MS, self.max_ms)
-
-    @property
-    def mean_ms(self) -> float:
-        return self.sum_ms / self.n if self.n else float("nan")
 
 
 @dataclass

@@ -1,0 +1,101 @@
+"""The one frame graph and the harmonizer contract, on a real frame and the real MediaPipe model.
+
+Covered: the offline driver has the privacy guard (a garbage mask gives the background, never
+the camera frame) and fails a file on a segmenter error instead of writing background frames;
+harmonizers keep no state between fits; the optional Streaming capability; strength applied
+once, at apply time, and a strength change in the control file reloads nothing.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _cfg(**over):
+    from vidharm.config import load_config
+    return load_config("call-cpu", {"harmonizer.name": "phnet-grid", **over})
+
+
+class BrokenSegmenter:
+    """Returns NaN masks, or raises."""
+
+    def __init__(self, raise_error: bool = False):
+        self.raise_error = raise_error
+
+    def segment(self, rgb, t_seconds=None):
+        if self.raise_error:
+            raise RuntimeError("segmenter crashed")
+        return np.full(rgb.shape[:2], np.nan, np.float32)
+
+
+def test_offline_pipeline_sends_the_background_for_a_garbage_mask(sample_frame):
+    from vidharm.pipeline import FramePipeline
+    with FramePipeline(_cfg(), "#00ff00", video=True, segmenter=BrokenSegmenter()) as pipe:
+        out = pipe(sample_frame, 0.0)
+    assert out.shape == sample_frame.shape
+    assert np.all(out == np.array([0, 255, 0], np.uint8))          # the background alone
+    assert pipe.graph.privacy_frames == 1
+
+
+def test_offline_pipeline_fails_on_a_segmenter_error(sample_frame):
+    from vidharm.pipeline import FramePipeline
+    with FramePipeline(_cfg(), "#00ff00", video=True, segmenter=BrokenSegmenter(True)) as pipe:
+        with pytest.raises(RuntimeError, match="segmenter crashed"):
+            pipe(sample_frame, 0.0)
+
+
+def _mask_of(frame):
+    """The real MediaPipe mask of ``frame``, float32 (H, W)."""
+    from vidharm.config import load_config
+    from vidharm.registry import registry
+    cfg = load_config("call-cpu", {})
+    seg = registry.segmenters.create("mediapipe", cfg.segmentation)
+    try:
+        return np.ascontiguousarray(seg.segment(frame, None), np.float32)
+    finally:
+        seg.close()
+
+
+def test_harmonizers_keep_no_state_between_fits(sample_frame):
+    from vidharm.color import ColorGrid
+    from vidharm.composite import composite
+    from vidharm.config import HarmonizerConfig
+    from vidharm.harmonize import Streaming
+    from vidharm.registry import registry
+    frame = np.ascontiguousarray(sample_frame[::4, ::4])
+    mask = _mask_of(frame)
+    assert 0.05 < mask.mean() < 0.9                                   # a person was found
+    blue = composite(frame, np.full_like(frame, (40, 90, 200)), mask)
+    sunny = composite(frame, np.full_like(frame, (235, 200, 70)), mask)
+    for name in ("light", "phnet-grid"):
+        h = registry.harmonizers.create(name, HarmonizerConfig(name=name, device="cpu"))
+        first = h.fit(blue, mask).coeffs.copy()
+        h.fit(sunny, mask)
+        assert np.array_equal(h.fit(blue, mask).coeffs, first), name  # nothing carried over
+        assert isinstance(h, Streaming) == (name == "phnet-grid")
+        h.close()
+    assert not np.allclose(first, ColorGrid.identity(*first.shape[:2]).coeffs, atol=0.02)
+
+
+def test_strength_from_the_control_file_reloads_nothing(asset, sample_frame):
+    from vidharm.composite import composite
+    from vidharm.live import LiveEngine
+    from vidharm_plugins.sinks import NullSink
+    eng = LiveEngine(_cfg(), [], NullSink(), asset("sample-background"), sync_every=1,
+                     profile="call-cpu", overrides={"harmonizer.name": "phnet-grid"})
+    try:
+        harmonizer, segmenter = eng.worker.harmonizer, eng.segmenter
+        for i in range(3):
+            full = eng.step(sample_frame, i / 30)
+        eng.apply_control({"strength": 0})
+        off = eng.step(sample_frame, 3 / 30)
+        plain = composite(sample_frame, eng.last_bg, eng.last_mask)
+        assert eng.worker.harmonizer is harmonizer and eng.segmenter is segmenter
+        assert eng.graph.strength == 0.0 and np.array_equal(off, plain)
+        assert np.abs(full.astype(int) - plain).max() > 10             # it did harmonize before
+        eng.apply_control({"strength": 1})
+        again = eng.step(sample_frame, 4 / 30)
+        assert eng.worker.harmonizer is harmonizer
+        assert np.abs(again.astype(int) - full).mean() < 1.0           # same picture as before
+    finally:
+        eng.shutdown()
