@@ -320,10 +320,10 @@ def test_cuda_error_moves_harmonizer_to_cpu():
     mask = np.zeros((64, 96), np.float32)
     mask[10:50, 30:70] = 1
     with pytest.raises(RuntimeError):
-        worker.step(FitJob(rgb, bg, mask, 0.0, False))
+        worker.fit(FitJob(rgb, bg, mask, 0.0, False))
     worker._on_error(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert worker.cfg.harmonizer.device == "cpu" and devices == ["cuda", "cpu"]
-    snap = worker.step(FitJob(rgb, bg, mask, 0.1, False))
+    snap = worker.fit(FitJob(rgb, bg, mask, 0.1, False))
     assert snap.grid is not None and worker.latest is snap
 
 
@@ -717,14 +717,14 @@ def test_harmonizer_refresh_follows_the_change():
     bg = np.full_like(rgb, 120)
     mask = np.zeros((90, 160), np.float32)
     mask[20:, 50:110] = 1.0
-    worker.step(FitJob(rgb, bg, mask, 0.0, True))                            # a cut: fast
+    worker.fit(FitJob(rgb, bg, mask, 0.0, True))                            # a cut: fast
     assert pause() == pytest.approx(1 / CPU_REFRESH_HZ - 0.005)
     for i in range(1, 40):                                             # 2 s steady
-        worker.step(FitJob(rgb, bg, mask, i / 20, False))
+        worker.fit(FitJob(rgb, bg, mask, i / 20, False))
     assert worker.recent_change < 0.05
     assert pause() == pytest.approx(1 / CPU_STEADY_HZ - 0.005, rel=0.05)
     brighter = np.clip(rgb.astype(np.int16) + 40, 0, 255).astype(np.uint8)
-    worker.step(FitJob(brighter, bg, mask, 2.0, False))                      # the light goes up
+    worker.fit(FitJob(brighter, bg, mask, 2.0, False))                      # the light goes up
     assert pause() == pytest.approx(1 / CPU_REFRESH_HZ - 0.005, rel=0.05)
     worker.max_hz = 15.0
     worker._auto_hz = False                                            # a cap given: kept

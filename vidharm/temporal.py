@@ -27,6 +27,7 @@ import numpy as np
 
 from .color import ColorGrid
 from .errors import ConfigError
+from .harmonize.base import Streaming
 
 __all__ = ["SmoothingTuning", "SceneStats", "scene_stats", "ChangeDetector", "GridSmoother",
            "GridTracker", "Easing"]
@@ -208,7 +209,6 @@ class GridTracker:
     def before_fit(self, harmonizer, rgb: np.ndarray, bg: np.ndarray, mask: np.ndarray,
                    t: float, forced: bool = False) -> tuple[float, bool]:
         """(change 0..1, cut) of the frame about to be fitted."""
-        from .harmonize.base import Streaming
         change, cut = self.detector.update(scene_stats(rgb, bg, mask), t, force_cut=forced)
         if isinstance(harmonizer, Streaming):
             if cut:

@@ -192,7 +192,7 @@ class Controls:
             self.harmonize_on = False
             return
         if self.worker is None:
-            self.worker = self._new_worker(cfg, None).start()
+            self.worker = self._new_worker(cfg).start()
             self.graph.grids = self.worker
         else:
             self.worker.reconfigure(cfg)

@@ -58,15 +58,16 @@ class LiveEngine(Controls):
         eng = LiveEngine(cfg, source, sink, "beach.jpg")
         summary = eng.run(duration=None)     # until stop() / quit / the source ends
 
-    - ``source``: iterable of ``(rgb, t)`` with ``fps``/``size`` (a camera, a file at real
-      pace); ``resize_to`` = (W, H) resizes its frames (cover-crop) on the capture thread.
-    - ``sink``: ``send(rgb, t)``, ``close()``; optional ``open(size, fps)``, ``events()``,
-      ``set_overlay(text)``, ``pump()``.
+    - ``source``: a :class:`~vidharm.protocols.Source` (a camera, a file at real pace);
+      ``resize_to`` = (W, H) resizes its frames (cover-crop) on the capture thread.
+    - ``sink``: a :class:`~vidharm.protocols.Sink` and any of its optional capabilities;
+      ``open_sink=False`` when the caller opened it already (``vidharm run`` does, to fail
+      before the camera opens).
     - ``background``: a spec for :func:`make_background` or a provider (then not closed here).
     - ``backgrounds``: specs the "next background" command cycles through.
     - ``segmenter`` / ``harmonizer_factory(cfg)``: injectable (tests); defaults from ``cfg``.
     - ``grid_mode``: "auto" (diagonal colour grids when the model runs on the CPU, full
-      affine on CUDA), "full" or "diagonal" (see :func:`diagonal_refit`).
+      affine on CUDA), "full" or "diagonal" (see :func:`vidharm.color.diagonal_refit`).
     - ``frame_queue``: camera frames kept for the loop (latest win; 2 absorbs one slow frame
       without a drop, 1 = lowest latency).
     - ``sync_every``: 0 = harmonizer on its own thread (live); N > 0 = fit synchronously on
@@ -103,8 +104,8 @@ class LiveEngine(Controls):
         self.tuning = tuning or SmoothingTuning()
         self.stall_s, self.placeholder_s = stall_s, placeholder_s
         self.sync_every = int(sync_every)
-        self._worker_opts = dict(factory=harmonizer_factory, max_hz=max_refresh_hz,
-                                 cpu_budget=harmonizer_budget, grid_mode=grid_mode)
+        self._worker_opts = dict(max_hz=max_refresh_hz, cpu_budget=harmonizer_budget,
+                                 grid_mode=grid_mode)
         self._init_state()
         self._owns_background = not isinstance(background, BackgroundProvider)
         bg = make_background(background, cfg) if self._owns_background else background
@@ -166,12 +167,11 @@ class LiveEngine(Controls):
         self._stage_cpu: dict[str, float] = {}
         self._cpu_mark: float | None = None
 
-    def _new_worker(self, cfg: Config, factory) -> HarmonizerWorker:
-        opts = {**self._worker_opts, "factory": factory}
-        return HarmonizerWorker(cfg, opts["factory"], self.tuning, self.telemetry,
-                                max_hz=opts["max_hz"], threaded=self.sync_every <= 0,
-                                cpu_budget=opts["cpu_budget"], grid_mode=opts["grid_mode"],
-                                every=max(1, self.sync_every))
+    def _new_worker(self, cfg: Config, factory=None) -> HarmonizerWorker:
+        """The harmonizer thread (``sync_every`` > 0: fits on the frame loop, every N-th frame)."""
+        return HarmonizerWorker(cfg, factory, self.tuning, self.telemetry,
+                                threaded=self.sync_every <= 0, every=max(1, self.sync_every),
+                                **self._worker_opts)
 
     # ------------------------------------------------------------------ the graph's state
     background = property(lambda self: self.graph.background,

@@ -267,8 +267,6 @@ class HarmonizerWorker:
                 log.warning("harmonizer thread did not stop within %.0f s", timeout)
         self._close_harmonizer(self.harmonizer)
 
-    stop = close
-
     def reconfigure(self, cfg: Config) -> None:
         """Use a new harmonizer configuration from the next job on (built on this thread)."""
         if self.threaded:
@@ -319,8 +317,6 @@ class HarmonizerWorker:
                 self.telemetry.cpu("harmonizer", time.thread_time() - c0)
             self.telemetry.refresh(snap.fit_s)
         return snap
-
-    step = fit
 
     def _run(self) -> None:
         while not self._stop.is_set():
