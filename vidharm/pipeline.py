@@ -17,6 +17,7 @@ from .config import Config
 from .fitting import GridFitter, SyncGrids
 from .graph import STAGES as GRAPH_STAGES
 from .graph import FrameGraph
+from .protocols import Closable
 from .registry import registry
 from .temporal import SmoothingTuning
 
@@ -124,9 +125,8 @@ class FramePipeline:
                  + ([self.harmonizer] if self._owns_harmonizer else [])
                  + ([self.background] if self._owns_background else []))
         for part in parts:
-            close = getattr(part, "close", None)
-            if close:
-                close()
+            if isinstance(part, Closable):
+                part.close()
 
     def __enter__(self):
         return self

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..protocols import Closable
 from .common import config_from_flags, frame_process_settings, report_batch
 
 
@@ -94,9 +95,7 @@ def four_backgrounds(rgb, mask, cfg, backgrounds=SHEET_BACKGROUNDS, height: int 
         for name, caption in backgrounds:
             provider = make_background(str(assets.path(name)), cfg)
             bg = provider.frame((w, h), 0.0, current=rgb, mask=mask)
-            close = getattr(provider, "close", None)
-            if close:
-                close()
+            provider.close()
             comp = composite(rgb, bg, mask)
             grid = harmonizer.fit(np.ascontiguousarray(comp[::step, ::step]),
                                   np.ascontiguousarray(mask[::step, ::step]))
@@ -109,9 +108,8 @@ def four_backgrounds(rgb, mask, cfg, backgrounds=SHEET_BACKGROUNDS, height: int 
                             cv2.LINE_AA)
                 tiles[row].append(t)
     finally:
-        close = getattr(harmonizer, "close", None)
-        if close:
-            close()
+        if isinstance(harmonizer, Closable):
+            harmonizer.close()
     gap_v = np.full((height, 4, 3), 255, np.uint8)
     rows = []
     for r in tiles:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..protocols import Closable, Openable, SizedSource
 from .common import check_plugins, frame_process_settings, pipeline_options
 
 
@@ -89,7 +90,8 @@ def command(background, source, camera, size, fps, sink, output, duration, backg
         snk = _open_sink(cfg.live.sink, out_size, rate, output, cfg)
         src, resize_to, src_desc = _make_source(cfg.live.source, camera, out_size, rate,
                                                 not no_mjpg, assets)
-        engine = LiveEngine(cfg, src, snk, bg, fps=getattr(src, "fps", rate), resize_to=resize_to,
+        engine = LiveEngine(cfg, src, snk, bg, fps=src.fps if isinstance(src, SizedSource) else rate,
+                            resize_to=resize_to,
                             harmonize=not no_harmonize,
                             backgrounds=_background_list(background, backgrounds_dir),
                             control=control, tuning=SmoothingTuning(mode=smoothing),
@@ -122,10 +124,9 @@ def _check_settings(cfg, output: str | None, telemetry_png: str | None) -> None:
 
 def _close_quietly(*parts) -> None:
     for part in parts:
-        close = getattr(part, "close", None)
-        if close:
+        if isinstance(part, Closable):
             try:
-                close()
+                part.close()
             except Exception:
                 pass
 
@@ -175,9 +176,8 @@ def _open_sink(name, size, fps, output, cfg):
     """The sink, created and opened (where it has ``open``)."""
     snk = _make_sink(name, size, fps, output, cfg)
     try:
-        opener = getattr(snk, "open", None)
-        if opener is not None:
-            opener(size, fps)
+        if isinstance(snk, Openable):
+            snk.open(size, fps)
     except BaseException:
         _close_quietly(snk)
         raise
