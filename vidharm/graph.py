@@ -13,7 +13,8 @@ it differ only in their grid provider (:mod:`vidharm.fitting`): the offline pipe
 
 Privacy guard: when segmentation raises or returns garbage (:func:`check_mask`), or anything
 after it fails, the frame is the background alone (a strong blur of the room for a blur
-background), never the camera frame.
+background), never the camera frame; a person the fast segmentation model sees where the
+general model sees nobody is not shown either (:mod:`vidharm.person_check`).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from .composite import BackgroundProvider, BlurBackground, composite
 from .config import Config
 from .fitting import FitJob, GridProvider
 from .mask import MaskRefiner, segmentation_input
+from .person_check import PersonCheck
 from .protocols import SizedSegmenter
 
 log = logging.getLogger("vidharm.graph")
@@ -143,6 +145,7 @@ class FrameGraph:
         self.last_mask: np.ndarray | None = None
         self.last_bg: np.ndarray | None = None
         self._privacy_blur = BlurBackground(max(36.0, 3.0 * cfg.background.blur_sigma))
+        self.person_check = PersonCheck.for_config(cfg.segmentation, note)
         self._seg_streak = 0
         self._sized: tuple = (None, False)
         self._logged: set[str] = set()
@@ -156,6 +159,9 @@ class FrameGraph:
             self.refiner = MaskRefiner(cfg.mask, smooth=self.video)
         if cfg.background != old.background:
             self._privacy_blur = BlurBackground(max(36.0, 3.0 * cfg.background.blur_sigma))
+        if cfg.segmentation != old.segmentation:
+            self.close()
+            self.person_check = PersonCheck.for_config(cfg.segmentation, self.note)
         self.strength = float(cfg.harmonizer.strength)
         self.work_size = int(cfg.harmonizer.work_size)
 
@@ -196,6 +202,8 @@ class FrameGraph:
             seg_in, small = segmentation_input(rgb, size)
             raw = self.segmenter.segment(seg_in, t if self.video else None)
             reason = check_mask(raw, seg_in.shape[:2])
+            if reason is None and self.person_check is not None:
+                raw = self.person_check(raw, seg_in, t)
             self._seg_streak = 0
         except Exception as exc:
             if self.strict:
@@ -284,6 +292,12 @@ class FrameGraph:
         if ph is not None and ph.shape == rgb.shape:
             return ph
         return np.full_like(rgb, 32)
+
+    def close(self) -> None:
+        """Free what the graph made itself (the person check's second model); the
+        segmenter, background and grid provider belong to the driver."""
+        if self.person_check is not None:
+            self.person_check.close()
 
     # ------------------------------------------------------------------ warm-up
     def warm_up(self, size: tuple[int, int]) -> None:

@@ -121,6 +121,7 @@ class FramePipeline:
         self.background.reset()
 
     def close(self) -> None:
+        self.graph.close()
         parts = (([self.segmenter] if self._owns_segmenter else [])
                  + ([self.harmonizer] if self._owns_harmonizer else [])
                  + ([self.background] if self._owns_background else []))

@@ -527,6 +527,7 @@ class LiveEngine(Controls):
 
     def _close_models(self) -> None:
         self._run_swaps()          # something loaded meanwhile: swap it in so it is closed too
+        self.graph.close()
         if self._owns_segmenter:
             if isinstance(self.segmenter, Closable):
                 self.segmenter.close()
