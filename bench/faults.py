@@ -497,6 +497,27 @@ case("harmonize with a mask of the wrong size", "pass",
      lambda d, fx: ["harmonize", fx.comp, d / "m.png", "-o", d / "out" / "h.png"],
      setup=lambda d, fx: __import__("vidharm.imageio", fromlist=["x"]).save_image(
          d / "m.png", __import__("numpy").zeros((10, 10), "uint8")), needle="mask")
+# --- privacy: nobody in the frame, nothing of the room (the landscape model fires on sky)
+def _nobody_shown(d: Path, r: subprocess.CompletedProcess) -> Optional[str]:
+    import av
+    import numpy as np
+    worst = 0.0
+    with av.open(str(d / "out" / "o.mp4")) as c:
+        for f in c.decode(video=0):
+            diff = np.abs(f.to_ndarray(format="rgb24").astype(int) - (0, 255, 0)).sum(2)
+            worst = max(worst, float((diff > 60).mean()))
+    return None if worst < 0.001 else f"{100 * worst:.1f} % of a frame showed the room"
+
+
+def _noface_clip(d: Path, fx: Fixtures) -> str:
+    from vidharm import assets
+    return str(assets.path("clip-noface"))
+
+
+case("privacy: a clip with nobody in it shows nothing of the room (call-cpu)", "priv",
+     lambda d, fx: ["transcode", _noface_clip(d, fx), "-o", d / "out" / "o.mp4", "-b", "#00ff00",
+                    "--profile", "call-cpu", "--harmonizer", "none", "--no-progress"],
+     expect="ok", check=_nobody_shown)
 case("transcode (sanity: works)", "pass", _transcode(), expect="ok",
      check=lambda d, r: None if (d / "out" / "o.mp4").is_file() else "no output")
 case("run --sink file (sanity: works)", "pass",
