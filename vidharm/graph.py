@@ -90,6 +90,11 @@ class FrameOut:
     cpu: dict = field(default_factory=dict)
 
 
+def _privacy_blur(cfg: Config) -> BlurBackground:
+    """A blur of the room strong enough that nobody in it can be made out."""
+    return BlurBackground(max(36.0, 3.0 * cfg.background.blur_sigma))
+
+
 class _Stopwatch:
     """Wall and thread-CPU seconds per stage, in the order the stages end."""
 
@@ -144,7 +149,7 @@ class FrameGraph:
         self.privacy_frames = 0            # frames of the current fallback (0 = none now)
         self.last_mask: np.ndarray | None = None
         self.last_bg: np.ndarray | None = None
-        self._privacy_blur = BlurBackground(max(36.0, 3.0 * cfg.background.blur_sigma))
+        self._privacy_blur = _privacy_blur(cfg)
         self.person_check = PersonCheck.for_config(cfg.segmentation, note)
         self._seg_streak = 0
         self._sized: tuple = (None, False)
@@ -158,7 +163,7 @@ class FrameGraph:
         if cfg.mask != old.mask:
             self.refiner = MaskRefiner(cfg.mask, smooth=self.video)
         if cfg.background != old.background:
-            self._privacy_blur = BlurBackground(max(36.0, 3.0 * cfg.background.blur_sigma))
+            self._privacy_blur = _privacy_blur(cfg)
         if cfg.segmentation != old.segmentation:
             self.close()
             self.person_check = PersonCheck.for_config(cfg.segmentation, self.note)
@@ -312,6 +317,9 @@ class FrameGraph:
             mask = self.refiner(raw, frame)
             bg = self.background.frame((w, h), 0.0, current=frame, mask=mask)
             apply_grid_fused(frame, np.asarray(bg), mask, ColorGrid.identity(4, 4))
+            if self.person_check is not None:
+                size = self._input_size()
+                self.person_check.warm_up(segmentation_input(frame, size)[0])
         except Exception as exc:
             log.debug("warm-up skipped: %s", first_line(exc))
         finally:

@@ -45,18 +45,18 @@ class PersonCheck:
     """Empties the masks of frames with nobody in them, and confirms the fast segmenter's
     person with a second one (see the module).
 
-    ``make_checker()`` builds the second segmenter (on first need; None: no second opinion,
-    only the emptying); ``note(text)`` gets one line per refuted episode (telemetry)."""
+    ``make_checker()`` builds the second segmenter (None: no second opinion, only the
+    emptying); ``note(text)`` gets one line per refuted episode (telemetry)."""
 
     def __init__(self, make_checker: Callable[[], object] | None, every_s: float = 0.5,
                  recheck_s: float = 0.1, note: Callable[[str], None] | None = None):
-        self.make_checker = make_checker
         self.every_s = float(every_s)
         self.recheck_s = float(recheck_s)
         self.note = note
         self.checks = 0
         self.refuted = 0                  # frames emptied
-        self._checker = None
+        # built now, not at the first person: loading a model in the frame loop is a stall
+        self._checker = make_checker() if make_checker is not None else None
         self._until = -1.0                # the last verdict holds until this video time
         self._verdict = True
         self._verified_cov = 0.0
@@ -81,7 +81,7 @@ class PersonCheck:
         if cov < EMPTY:                 # nobody: not a speck of the room; check the next person
             self._until, self._verified_cov = -1.0, 0.0
             return np.zeros_like(mask)
-        if self.make_checker is None:
+        if self._checker is None:
             return mask
         sudden = cov > 2.0 * self._verified_cov + 0.05
         if t >= self._until or t < self._until - self.every_s or sudden:   # (t < : a new clip)
@@ -91,9 +91,12 @@ class PersonCheck:
         self.refuted += 1
         return np.zeros_like(mask)
 
+    def warm_up(self, seg_in: np.ndarray) -> None:
+        """One call on a blank input: the model's first inference is slow (delegate set-up)."""
+        if self._checker is not None:
+            self._checker.segment(np.zeros_like(seg_in), None)
+
     def _confirm(self, seg_in: np.ndarray, t: float, cov: float) -> bool:
-        if self._checker is None:
-            self._checker = self.make_checker()
         self.checks += 1
         seen = coverage(np.asarray(self._checker.segment(seg_in, t)))
         ok = seen >= max(EMPTY, AGREE * cov)
