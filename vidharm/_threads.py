@@ -3,14 +3,17 @@
 On a 2-core machine a video pipeline already keeps every core busy (decoder, MediaPipe,
 encoder). Letting OpenBLAS start its own threads for small per-frame matrix products then
 oversubscribes the CPU: measured here, a 600x700 colour-grid interpolation took 101 ms with
-2 BLAS threads under load and 1.9 ms with one. Library code changes neither setting: the
-commands that process frames call :func:`pin_blas_single_thread` and :func:`tune_allocator`
-(:func:`vidharm.commands.common.frame_process_settings`); scripts and benchmarks that time
-the frame path call them themselves. ``vidharm train`` pins nothing: training wants its
+2 BLAS threads under load and 1.9 ms with one; torch's second thread likewise. Library code
+changes none of these settings: the commands that process frames call
+:func:`one_torch_thread`, :func:`pin_blas_single_thread` and :func:`tune_allocator` through
+:func:`vidharm.commands.common.frame_process_settings`, as do the scripts and benchmarks that
+time the frame path. ``vidharm train`` pins nothing: training wants its
 threads.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 _limiter = None
@@ -33,6 +36,20 @@ def pin_blas_single_thread() -> None:
     from threadpoolctl import threadpool_limits
     with _lock:
         _limiter = threadpool_limits(limits=1, user_api="blas")
+
+
+def one_torch_thread() -> None:
+    """torch's CPU operations on one thread for the rest of the process: the decoder,
+    MediaPipe and the encoder already keep the cores busy, and torch's second thread then
+    spins against them (measured: phnet-grid's fit took 315 ms per 720p frame in a transcode
+    beside another busy process, about 5 ms on one thread). Before torch is imported it sets
+    ``OMP_NUM_THREADS=1``, which torch reads at import (unless the user set it); after, it
+    calls ``torch.set_num_threads(1)``."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    elif torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 _allocator_tuned = False

@@ -49,18 +49,6 @@ def build_harmonizer(cfg: Config):
     return registry.harmonizers.create(cfg.harmonizer.name, cfg.harmonizer)
 
 
-def one_model_thread(harmonizer) -> None:
-    """A learned model on the CPU runs on one torch thread: the decoder, MediaPipe and the
-    encoder already keep the cores busy, and torch's second thread then spins against them
-    (measured: phnet-grid's fit took 315 ms per 720p frame in a transcode beside another
-    busy process, about 5 ms on one thread)."""
-    import sys
-    torch = sys.modules.get("torch")
-    device = getattr(harmonizer, "device", "cpu")
-    if torch is not None and not str(device).startswith("cuda") and torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
-
-
 class FramePipeline:
     """Cut the person out of each frame, put them on ``background`` and harmonize.
 
@@ -82,7 +70,6 @@ class FramePipeline:
                                                                  cfg.segmentation)
         self._owns_harmonizer = harmonizer is None
         self.harmonizer = harmonizer or build_harmonizer(cfg)
-        one_model_thread(self.harmonizer)
         tuning = tuning or SmoothingTuning(mode="adaptive" if video else "off")
         self.grids = SyncGrids(GridFitter(self.harmonizer, tuning))
         self.graph = FrameGraph(cfg, self.background, self.segmenter, grids=self.grids,

@@ -21,7 +21,7 @@ def echo_err(msg: str) -> None:
 
 def frame_process_settings(live: bool = False) -> None:
     """Process-wide settings for commands that process frames, made once at their start:
-    BLAS on one thread and glibc's malloc tuned for per-frame buffers (see
+    BLAS and torch on one thread, glibc's malloc tuned for per-frame buffers (see
     :mod:`vidharm._threads`); ``live``: OpenCV's own thread pool off too (the live engine
     runs three threads already; splitting each resize and blend over the cores cost more CPU
     than it saved: phnet-grid at 720p 0.67 -> 0.61 cores). Not for ``vidharm train``, which
@@ -29,7 +29,8 @@ def frame_process_settings(live: bool = False) -> None:
     import mediapipe  # noqa: F401  (loads its own OpenBLAS: the pin must reach it too)
     import numpy  # noqa: F401
 
-    from .._threads import pin_blas_single_thread, tune_allocator
+    from .._threads import one_torch_thread, pin_blas_single_thread, tune_allocator
+    one_torch_thread()
     pin_blas_single_thread()
     tune_allocator()
     if live:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import sys
 import threading
 import time
 from collections import deque
@@ -124,7 +123,7 @@ class HarmonizerWorker:
     - ``threaded=False``: :meth:`submit` fits at once on the caller's thread (benchmarks,
       tests); ``every`` then fits only every N-th job.
     - ``cpu_budget``: fraction of one core the thread may use on the CPU (see
-      :meth:`_pause_after`); ``model_threads``: torch threads on the CPU.
+      :meth:`_pause_after`).
     - ``grid_mode``: "auto" (per-channel grids when the model runs on the CPU, full affine on
       CUDA), "full" or "diagonal" (see :func:`vidharm.color.diagonal_refit`).
     """
@@ -132,7 +131,7 @@ class HarmonizerWorker:
     def __init__(self, cfg: Config, factory: Callable[[Config], Any] | None = None,
                  tuning: SmoothingTuning | None = None, telemetry: Telemetry | None = None,
                  max_hz: float | str | None = "auto", threaded: bool = True,
-                 model_threads: int = 1, cpu_budget: float | None = CPU_BUDGET,
+                 cpu_budget: float | None = CPU_BUDGET,
                  grid_mode: str = "auto", every: int = 1):
         if grid_mode not in ("auto", "full", "diagonal"):
             raise ConfigError(f"unknown grid mode '{grid_mode}'", "use auto, full or diagonal")
@@ -145,7 +144,6 @@ class HarmonizerWorker:
         self.grid_mode = grid_mode
         self.threaded = threaded
         self.every = max(1, int(every))
-        self.model_threads = model_threads
         self.fitter = GridFitter(self._build(cfg), self.tuning)
         self.fitter.diagonal = self.diagonal
         self._auto_hz = max_hz == "auto"
@@ -180,10 +178,6 @@ class HarmonizerWorker:
                         cfg.harmonizer.name, cfg.harmonizer.device, first_line(exc))
             cfg = self.cfg = _with_device(cfg, "cpu")
             h = self._factory(cfg)
-        torch = sys.modules.get("torch")
-        if torch is not None and self.model_threads and self._device_of(h) != "cuda":
-            if torch.get_num_threads() != self.model_threads:
-                torch.set_num_threads(self.model_threads)
         return h
 
     def _device_of(self, h) -> str:
