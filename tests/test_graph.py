@@ -130,3 +130,28 @@ def test_nobody_in_the_frame_shows_nothing_of_the_room():
 def test_a_real_person_is_still_shown_on_every_frame():
     shown = _room_shown("sample-clip", "auto")
     assert min(shown) > 0.1
+
+
+def test_a_new_segmentation_model_brings_its_own_person_check(asset):
+    """Switching the profile from the control file: the segmenter and its person check are
+    built off the frame loop and swapped in together (landscape + check -> general alone)."""
+    import time
+
+    from vidharm.live import LiveEngine
+    from vidharm_plugins.sinks import NullSink
+    eng = LiveEngine(_cfg(), [], NullSink(), asset("sample-background"), sync_every=1,
+                     profile="call-cpu")
+    try:
+        old_seg, old_check = eng.segmenter, eng.graph.person_check
+        assert old_check is not None and old_check._checker is not None
+        eng.apply_control({"profile": "creator-quality"})
+        deadline = time.monotonic() + 30
+        while eng.segmenter is old_seg and time.monotonic() < deadline:
+            time.sleep(0.05)
+            eng._run_swaps()
+        assert eng.segmenter is not old_seg and eng.cfg.segmentation.model == "general"
+        check = eng.graph.person_check
+        assert check is not None and check is not old_check and check._checker is None
+        assert old_check._checker is None                              # closed
+    finally:
+        eng.shutdown()

@@ -158,17 +158,20 @@ class FrameGraph:
 
     # ------------------------------------------------------------------ settings
     def set_config(self, cfg: Config) -> None:
-        """New mask / background / strength settings from the next frame on."""
+        """New mask / background / strength settings from the next frame on (a new segmenter
+        and its person check come through :meth:`set_person_check`)."""
         old, self.cfg = self.cfg, cfg
         if cfg.mask != old.mask:
             self.refiner = MaskRefiner(cfg.mask, smooth=self.video)
         if cfg.background != old.background:
             self._privacy_blur = _privacy_blur(cfg)
-        if cfg.segmentation != old.segmentation:
-            self.close()
-            self.person_check = PersonCheck.for_config(cfg.segmentation, self.note)
         self.strength = float(cfg.harmonizer.strength)
         self.work_size = int(cfg.harmonizer.work_size)
+
+    def set_person_check(self, check: PersonCheck | None) -> None:
+        """A new person check (with a new segmenter: built off the frame loop by the driver)."""
+        self.close()
+        self.person_check = check
 
     def cut(self) -> None:
         """The next frame starts over: mask smoothing and the grid's temporal state."""

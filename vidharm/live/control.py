@@ -20,6 +20,7 @@ from typing import Callable
 from ..composite import BackgroundProvider, BlurBackground, make_background
 from ..config import Config, load_config, overrides_from
 from ..graph import first_line
+from ..person_check import PersonCheck
 from ..errors import VidharmError
 from ..registry import registry
 
@@ -203,15 +204,17 @@ class Controls:
         def build():
             try:
                 seg = registry.segmenters.create(cfg.segmentation.segmenter, cfg.segmentation)
+                check = PersonCheck.for_config(cfg.segmentation, self.telemetry.note)
             except Exception as exc:
                 log.warning("%s: %s", failure, one_line(exc))
                 return
-            self._swaps.put(lambda: self._swap_segmenter(seg))
+            self._swaps.put(lambda: self._swap_segmenter(seg, check))
         threading.Thread(target=build, name="vidharm-seg-load", daemon=True).start()
 
-    def _swap_segmenter(self, seg) -> None:
+    def _swap_segmenter(self, seg, check: PersonCheck | None) -> None:
         old, self.segmenter = self.segmenter, seg
         owned, self._owns_segmenter = self._owns_segmenter, True
+        self.graph.set_person_check(check)
         self.graph.cut()
         if owned:
             try:
