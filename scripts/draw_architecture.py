@@ -5,7 +5,8 @@
 Left: the data flow of one frame (the frame graph and its two drivers). Right: the modules
 of ``vidharm/`` and ``plugins/`` (as ``vidharm_plugins``) by layer, read from their imports:
 a module stands one layer above the highest module it imports, so every import points down.
-Prints the import cycles and the modules over 600 lines (both should be none).
+Prints the import cycles, the modules over 600 lines and the functions over 80 (all should be
+none).
 """
 from __future__ import annotations
 
@@ -102,6 +103,10 @@ def draw(out: Path) -> None:
         gdeps[g] |= {group_of(d, mods) for d in deps[n]} - {g}
     level, cycles = layers(set(size), gdeps)
     long = [str(p.relative_to(ROOT)) for p in mods.values() if p.read_text().count("\n") > 600]
+    long_fns = [f"{p.relative_to(ROOT)}:{n.name}" for p in mods.values()
+                for n in ast.walk(ast.parse(p.read_text()))
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and n.end_lineno - n.lineno + 1 > 80]
 
     fig = plt.figure(figsize=(16, 9), dpi=110)
     ax = fig.add_axes([0.01, 0.02, 0.36, 0.9])
@@ -165,7 +170,8 @@ def draw(out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     print(f"wrote {out}: {len(size)} boxes on {top} layers; cycles: "
-          f"{[' -> '.join(c) for c in cycles] or 'none'}; modules over 600 lines: {long or 'none'}")
+          f"{[' -> '.join(c) for c in cycles] or 'none'}; modules over 600 lines: {long or 'none'}; "
+          f"functions over 80 lines: {long_fns or 'none'}")
 
 
 def main() -> None:
