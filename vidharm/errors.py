@@ -41,3 +41,17 @@ class AssetError(VidharmError):
 
 class OutputError(VidharmError):
     """Output location cannot be written."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, whitespace collapsed, at most 160 characters."""
+    text = str(exc).strip().splitlines()
+    return " ".join(text[0].split())[:160] if text else type(exc).__name__
+
+
+def describe(exc: BaseException) -> str:
+    """Any exception as one line for a log or a message: a :class:`VidharmError`'s own
+    :meth:`~VidharmError.one_line`, else ``Type: first line``."""
+    if isinstance(exc, VidharmError):
+        return exc.one_line()
+    return f"{type(exc).__name__}: {first_line(exc)}"

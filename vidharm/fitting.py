@@ -7,7 +7,7 @@
 resolution, the stream's :class:`~vidharm.temporal.GridTracker` (change, cut, carried
 statistics), ``harmonizer.fit``, optionally a per-channel refit for a cheaper apply
 (:func:`vidharm.color.diagonal_refit`), the tracker's smoothing. Providers differ only in when
-it runs: :class:`SyncGrids` (offline: in the frame loop, every ``every``-th frame) and
+it runs: :class:`SyncGrids` (offline: in the frame loop, on every frame) and
 :class:`vidharm.live.worker.HarmonizerWorker` (live: its own thread, latest job wins, never
 blocking the frame loop).
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from .color import ColorGrid, diagonal_refit
 from .composite import composite
-from .temporal import Easing, GridTracker, SmoothingTuning
+from .temporal import GridTracker, SmoothingTuning
 
 __all__ = ["FitJob", "GridSnapshot", "GridFitter", "GridProvider", "SyncGrids"]
 
@@ -106,31 +106,20 @@ class GridFitter:
 
 
 class SyncGrids:
-    """Offline provider: fits in the caller's loop on every ``every``-th job (1 = each frame),
-    the grid then eased between fits like the live one. Errors propagate (a transcode fails
-    rather than writing a wrong file)."""
+    """Offline provider: fits every job in the caller's loop, so each frame gets the grid
+    fitted on itself. Errors propagate (a transcode fails rather than writing a wrong file)."""
 
-    def __init__(self, fitter: GridFitter, every: int = 1):
+    def __init__(self, fitter: GridFitter):
         self.fitter = fitter
-        self.every = max(1, int(every))
         self.latest: GridSnapshot | None = None
-        self._n = 0
         self._cut = False
-        self._easing = Easing()
 
     def submit(self, job: FitJob) -> None:
-        if self._n % self.every == 0:
-            self.latest = self.fitter.fit(job, forced=self._cut)
-            self._cut = False
-        self._n += 1
+        self.latest = self.fitter.fit(job, forced=self._cut)
+        self._cut = False
 
     def grid_at(self, t: float) -> ColorGrid | None:
-        snap = self.latest
-        if snap is None:
-            return None
-        if self.every == 1 or self.fitter.tuning.mode == "off":
-            return snap.grid
-        return self._easing.toward(snap.grid, snap.epoch, t, 0.5 * self.every / 30.0)
+        return self.latest.grid if self.latest is not None else None
 
     def force_cut(self) -> None:
         self._cut = True
@@ -138,8 +127,6 @@ class SyncGrids:
     def reset(self) -> None:
         self.fitter.reset()
         self.latest = None
-        self._n = 0
-        self._easing.reset()
 
     def close(self) -> None:
         """The harmonizer belongs to whoever made it; nothing to free here."""

@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Optional, Protocol
 import numpy as np
 
 from .config import OutputConfig
-from .errors import InputError, OutputError, VidharmError
+from .errors import InputError, OutputError, VidharmError, describe
 from .protocols import Closable
 from .video import (MP4_SUFFIXES, ThreadedWriter, VideoInfo, VideoReader, VideoWriter,
                     audio_stream, check_input_file, check_output_config, ensure_output_dir,
@@ -410,13 +410,6 @@ def _prefetch(iterable, depth: int = 3, busy: list | None = None):
 
 
 
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, VidharmError):
-        return exc.one_line()
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
-
-
-
 # ---------------------------------------------------------------------------- batch
 def transcode_files(inputs: list[str], out: str | None = None, out_dir: str | None = None,
                     make_processor: ProcessorFactory | None = None, overwrite: bool = False,
@@ -459,7 +452,7 @@ def transcode_files(inputs: list[str], out: str | None = None, out_dir: str | No
                 if not isinstance(exc, VidharmError):
                     log.debug("unexpected error on %s", src, exc_info=True)
                 res = FileResult(input=src, output=None, status="failed",
-                                 message=_one_line(exc), error=exc)
+                                 message=describe(exc), error=exc)
                 res.seconds = time.perf_counter() - t0
             bar.end_file(i, name, res)
             result.files.append(res)

@@ -19,9 +19,8 @@ from typing import Callable
 
 from ..composite import BackgroundProvider, BlurBackground, make_background
 from ..config import Config, load_config, overrides_from
-from ..graph import first_line
+from ..errors import VidharmError, describe, first_line
 from ..person_check import PersonCheck
-from ..errors import VidharmError
 from ..registry import registry
 
 log = logging.getLogger("vidharm.live")
@@ -142,7 +141,7 @@ class Controls:
                 if size and not bg.needs_current:
                     bg.frame(size, 0.0)            # pre-scale now, not in the frame loop
             except Exception as exc:
-                log.warning("background '%s' not used: %s", spec, one_line(exc))
+                log.warning("background '%s' not used: %s", spec, describe(exc))
                 return
             self._swaps.put(lambda: self._swap_background(bg, spec))
 
@@ -170,7 +169,7 @@ class Controls:
             cfg = load_config(profile or self.profile, new_over)
             registry.harmonizers.get(cfg.harmonizer.name)
         except Exception as exc:
-            log.warning("settings change ignored: %s", one_line(exc))
+            log.warning("settings change ignored: %s", describe(exc))
             return
         old = self.cfg
         self.cfg, self.overrides = cfg, new_over
@@ -206,7 +205,7 @@ class Controls:
                 seg = registry.segmenters.create(cfg.segmentation.segmenter, cfg.segmentation)
                 check = PersonCheck.for_config(cfg.segmentation, self.telemetry.note)
             except Exception as exc:
-                log.warning("%s: %s", failure, one_line(exc))
+                log.warning("%s: %s", failure, describe(exc))
                 return
             self._swaps.put(lambda: self._swap_segmenter(seg, check))
         threading.Thread(target=build, name="vidharm-seg-load", daemon=True).start()
@@ -236,7 +235,7 @@ class Controls:
             try:
                 fn()
             except Exception as exc:  # pragma: no cover
-                log.warning("could not apply a change: %s", one_line(exc))
+                log.warning("could not apply a change: %s", describe(exc))
 
     def _poll_control(self, now: float) -> None:
         if self.control is None:
@@ -256,7 +255,7 @@ class Controls:
             over = overrides_from({k: data[k] for k in ("harmonizer", "strength") if k in data},
                                   "the control file")
         except VidharmError as exc:
-            log.warning("settings change ignored: %s", one_line(exc))
+            log.warning("settings change ignored: %s", describe(exc))
             over = {}
         if "profile" in data or over:
             self.set_profile(str(data["profile"]) if "profile" in data else None, **over)
@@ -268,10 +267,3 @@ class Controls:
             self.paused = bool(data["pause"])
         if data.get("quit"):
             self.stop("quit (control file)")
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line`` of an exception (a vidharm error: its own one line)."""
-    if isinstance(exc, VidharmError):
-        return exc.one_line()
-    return f"{type(exc).__name__}: {first_line(exc)}"

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..composite import BackgroundProvider, cover_crop, make_background
 from ..config import Config
-from ..errors import ConfigError, InputError, OutputError, VidharmError
+from ..errors import ConfigError, InputError, OutputError, VidharmError, describe
 from ..graph import FrameGraph, FrameOut
 from ..protocols import (Closable, Interactive, Noted, Openable, Reconnecting, Releasable,
                          SizedSource, Watchable)
@@ -43,7 +43,7 @@ from ..registry import registry
 from ..telemetry import Telemetry
 from ..temporal import SmoothingTuning
 from ..video import parse_size
-from .control import ControlFile, Controls, one_line
+from .control import ControlFile, Controls
 from .placeholder import Placeholder
 from .worker import CPU_BUDGET, HarmonizerWorker, Mailbox
 
@@ -222,7 +222,7 @@ class LiveEngine(Controls):
         except Exception as exc:
             # the run ends and reports it (exit code): a source that broke is not a success
             self.source_error = exc
-            self.telemetry.note(f"source error: {one_line(exc)}")
+            self.telemetry.note(f"source error: {describe(exc)}")
         finally:
             self._capture_done.set()
 
@@ -260,13 +260,13 @@ class LiveEngine(Controls):
             err = self.sink_error                    # is a failed run, not a success
             if isinstance(err, VidharmError):
                 raise err
-            raise OutputError(f"the output could not be finished ({one_line(err)})",
+            raise OutputError(f"the output could not be finished ({describe(err)})",
                               "check free disk space and the output device") from err
         if self.source_error is not None:
             err = self.source_error
             if isinstance(err, VidharmError):
                 raise err
-            raise InputError(f"the source stopped after {self._n} frames ({one_line(err)})",
+            raise InputError(f"the source stopped after {self._n} frames ({describe(err)})",
                              "check the camera or the file") from err
         return self.telemetry.summary()
 
@@ -398,10 +398,10 @@ class LiveEngine(Controls):
         except Exception as exc:
             self._sink_errors += 1
             if self._sink_errors == 1:
-                log.warning("the sink failed (%s); retrying", one_line(exc))
-                self.telemetry.note(f"sink error: {one_line(exc)}")
+                log.warning("the sink failed (%s); retrying", describe(exc))
+                self.telemetry.note(f"sink error: {describe(exc)}")
             if self._sink_errors >= self.SINK_RETRIES:
-                raise OutputError(f"the output stopped accepting frames ({one_line(exc)})",
+                raise OutputError(f"the output stopped accepting frames ({describe(exc)})",
                                   "check the virtual camera device / output, then restart") from exc
         else:
             if self._sink_errors:
@@ -506,7 +506,7 @@ class LiveEngine(Controls):
                 if step == self._close_sink:         # reported by run(): reaches the exit code
                     self.sink_error = exc
                     continue
-                log.warning("shutdown: %s", one_line(exc))
+                log.warning("shutdown: %s", describe(exc))
         self.telemetry.stop()
 
     def _close_source(self) -> None:

@@ -24,9 +24,8 @@ from typing import Any, Callable
 
 from ..color import ColorGrid
 from ..config import Config
-from ..errors import ConfigError, VidharmError
+from ..errors import ConfigError, VidharmError, first_line
 from ..fitting import FitJob, GridFitter, GridSnapshot
-from ..graph import first_line
 from ..registry import registry
 from ..telemetry import Telemetry
 from ..temporal import Easing, SmoothingTuning
