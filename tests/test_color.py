@@ -102,3 +102,25 @@ def test_a_one_pixel_person_does_not_break_the_blend():
         assert out[10, 20].min() > 0 and out.sum() == out[10, 20].sum()
     small = composite(rgb[:1, :1], bg[:1, :1], m[10:11, 20:21])
     assert small.shape == (1, 1, 3) and small[0, 0, 0] == 50
+
+
+def test_large_frames_take_the_quarter_resolution_fields_to_within_rounding(monkeypatch):
+    """At 720p the coefficient fields are made at a quarter of the resolution and upsampled;
+    the result must equal the exact fields' (the full 3x4 and the per-channel paths)."""
+    import vidharm.color as color
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    mask = np.zeros((720, 1280), np.float32)
+    mask[60:700, 200:1100] = 1.0
+    full = (np.eye(3, 4)[None, None] + rng.normal(0, 0.08, (4, 4, 3, 4))).astype(np.float32)
+    diag = np.zeros_like(full)
+    for c in range(3):
+        diag[..., c, c] = full[..., c, c]
+        diag[..., c, 3] = full[..., c, 3]
+    for coeffs in (full, diag):
+        fast = apply_grid(img, mask, ColorGrid(coeffs)).astype(int)
+        monkeypatch.setattr(color, "QUARTER_MIN_CELL", 10_000)
+        exact = apply_grid(img, mask, ColorGrid(coeffs)).astype(int)
+        monkeypatch.setattr(color, "QUARTER_MIN_CELL", 96)
+        d = np.abs(fast - exact)
+        assert d.max() <= 2 and d.mean() < 0.01 and (d > 0).mean() < 0.02

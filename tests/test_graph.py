@@ -155,3 +155,17 @@ def test_a_new_segmentation_model_brings_its_own_person_check(asset):
         assert old_check._checker is None                              # closed
     finally:
         eng.shutdown()
+
+
+def test_a_fit_job_takes_the_same_pixels_as_striding(sample_frame):
+    """FitJob.dense subsamples with OpenCV (fast) and must pick exactly a[::step, ::step],
+    also when the size is not a multiple of the step."""
+    from vidharm.fitting import FitJob
+    rng = np.random.default_rng(0)
+    for frame, step in ((sample_frame, 2), (np.ascontiguousarray(sample_frame[:-1]), 2),
+                        (sample_frame, 3), (sample_frame, 1)):
+        bg = np.ascontiguousarray(frame[::-1])
+        mask = rng.random(frame.shape[:2], dtype=np.float32)
+        got = FitJob(frame, bg, mask, 0.0, False, step).dense()
+        for g, a in zip(got, (frame, bg, mask)):
+            assert g.flags.c_contiguous and np.array_equal(g, a[::step, ::step])

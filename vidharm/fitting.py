@@ -1,6 +1,6 @@
 """Where the frame graph's colour grid comes from: a harmonizer fitted on low-res jobs.
 
-    graph ──FitJob (low-res frame, background, mask, t)──▶ provider.submit(job)
+    graph ──FitJob (frame, background, mask, t, step down)──▶ provider.submit(job)
     graph ◀──────────── ColorGrid for the frame at t ───── provider.grid_at(t)
 
 :class:`GridFitter` is the work itself, the same for every driver: composite at low
@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import cv2
 import numpy as np
 
 from .color import ColorGrid, diagonal_refit
@@ -28,13 +29,32 @@ __all__ = ["FitJob", "GridSnapshot", "GridFitter", "GridProvider", "SyncGrids"]
 
 @dataclass(frozen=True)
 class FitJob:
-    """A low-res view of one frame for the harmonizer (never written after it is made)."""
+    """One frame for the harmonizer: the arrays as the frame loop has them (never written
+    after the job is made) and the subsampling ``step`` to the harmonizer's working size."""
 
-    rgb: np.ndarray         # uint8 (h, w, 3): the camera frame
-    bg: np.ndarray          # uint8 (h, w, 3): the new background
-    mask: np.ndarray        # float32 (h, w) in [0, 1]
+    rgb: np.ndarray         # uint8 (H, W, 3): the camera frame
+    bg: np.ndarray          # uint8 (H, W, 3): the new background
+    mask: np.ndarray        # float32 (H, W) in [0, 1]
     t: float                # video time, seconds
     cut: bool = False       # start the smoothing over (new clip, camera reconnected, ...)
+    step: int = 1           # every step-th row and column
+
+    def dense(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rgb, bg, mask) subsampled by ``step`` as new contiguous arrays (made by whoever
+        takes the job, not by the frame loop). OpenCV's nearest-neighbour resize by an exact
+        integer factor picks the same pixels as ``a[::step, ::step]``, 0.16 ms for a 720p
+        frame where copying the strided view takes about 1 ms."""
+        return (_subsample(self.rgb, self.step), _subsample(self.bg, self.step),
+                _subsample(np.asarray(self.mask, np.float32), self.step))
+
+
+def _subsample(a: np.ndarray, step: int) -> np.ndarray:
+    h, w = a.shape[:2]
+    if step == 1:
+        return np.ascontiguousarray(a)
+    if h % step or w % step or not a.flags.c_contiguous:
+        return np.ascontiguousarray(a[::step, ::step])
+    return cv2.resize(a, (w // step, h // step), interpolation=cv2.INTER_NEAREST)
 
 
 @dataclass(frozen=True)
@@ -83,8 +103,7 @@ class GridFitter:
 
     def fit(self, job: FitJob, forced: bool = False) -> GridSnapshot:
         t0 = time.perf_counter()
-        rgb, bg = job.rgb, job.bg              # strided views: composite reads them as they are
-        mask = np.ascontiguousarray(job.mask, dtype=np.float32)
+        rgb, bg, mask = job.dense()
         forced = forced or job.cut
         comp = composite(rgb, bg, mask)
         change, cut = self.tracker.before_fit(self.harmonizer, rgb, bg, mask, job.t, forced)

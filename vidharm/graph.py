@@ -249,12 +249,12 @@ class FrameGraph:
         return apply_grid_fused(rgb, bg, mask, grid.scaled(self.strength))
 
     def job(self, rgb: np.ndarray, bg: np.ndarray, mask: np.ndarray, t: float) -> FitJob:
-        """The low-res job of a frame: strided views (the frame, background and mask are new
-        arrays every frame, or read-only ones, and never written after this)."""
+        """The job of a frame: its arrays (new every frame, or read-only ones, and never
+        written after this) and the step down to the harmonizer's working size."""
         h, w = rgb.shape[:2]
         step = max(1, min(h, w) // max(16, self.work_size))
         cut, self._cut_pending = self._cut_pending, False
-        return FitJob(rgb[::step, ::step], bg[::step, ::step], mask[::step, ::step], t, cut)
+        return FitJob(rgb, bg, mask, t, cut, step)
 
     # ------------------------------------------------------------------ privacy
     def _recovered(self) -> None:
