@@ -400,3 +400,59 @@ def test_progress_bars_and_stage_timings(tmp_path):
     transcode_files([str(src)], out_dir=str(tmp_path / "o2"), console=Console(file=quiet),
                     progress=True)
     assert quiet.getvalue() == ""
+
+
+class _Ahead:
+    """A processor that prepares on the decoder thread: records where and in which order."""
+
+    def __init__(self, fail_at=None):
+        self.prepared, self.called, self.fail_at = [], [], fail_at
+
+    def prepare(self, rgb, t):
+        import threading
+        if self.fail_at is not None and len(self.prepared) == self.fail_at:
+            raise RuntimeError("segmenter broke")
+        self.prepared.append((threading.current_thread().name, t))
+        return ("token", t, int(rgb[0, 0, 0]))
+
+    def __call__(self, rgb, t, prepared=None):
+        assert prepared == ("token", t, int(rgb[0, 0, 0]))     # this frame's own result
+        self.called.append(t)
+        return 255 - rgb
+
+
+def test_prepare_runs_ahead_on_the_decoder_thread_in_frame_order(tmp_path):
+    proc = _Ahead()
+    res = transcode_files([str(clip("sample-clip"))], out=str(tmp_path / "a.mp4"),
+                          make_processor=lambda info: proc, progress=False)
+    (f,) = res.files
+    assert f.status == "ok" and f.frames == 72
+    assert {name for name, _ in proc.prepared} == {"vidharm-decode"}
+    times = [t for _, t in proc.prepared]
+    assert times == sorted(times) and times == proc.called
+
+
+def test_a_failing_prepare_fails_the_file_and_writes_nothing(tmp_path):
+    res = transcode_files([str(clip("sample-clip"))], out=str(tmp_path / "a.mp4"),
+                          make_processor=lambda info: _Ahead(fail_at=10), progress=False)
+    (f,) = res.files
+    assert f.status == "failed" and "segmenter broke" in f.message
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_pipeline_segmenting_ahead_gives_the_same_frames(asset):
+    """FramePipeline.prepare (run ahead by the transcoder) changes nothing in the output."""
+    from vidharm.config import load_config
+    from vidharm.pipeline import FramePipeline
+    from vidharm.video import VideoReader
+    frames = []
+    for rgb, t, _ in VideoReader(asset("sample-clip")):
+        frames.append((rgb, t))
+        if len(frames) == 12:
+            break
+    outs = []
+    for ahead in (False, True):
+        with FramePipeline(load_config("call-cpu"), asset("sample-background")) as p:
+            preps = [p.prepare(rgb, t) for rgb, t in frames] if ahead else [None] * len(frames)
+            outs.append([p(rgb, t, pr) for (rgb, t), pr in zip(frames, preps)])
+    assert all(np.array_equal(a, b) for a, b in zip(*outs))

@@ -85,6 +85,18 @@ class FrameOut:
     cpu: dict = field(default_factory=dict)
 
 
+@dataclass
+class Segmented:
+    """:meth:`FrameGraph.segment` of one frame: the segmenter's mask (checked) and the
+    refiner's guide, or why the mask cannot be used; the segment stage's seconds."""
+
+    raw: np.ndarray | None
+    small: np.ndarray | None
+    reason: str | None
+    stages: dict
+    cpu: dict
+
+
 def _privacy_blur(cfg: Config) -> BlurBackground:
     """A blur of the room strong enough that nobody in it can be made out."""
     return BlurBackground(max(36.0, 3.0 * cfg.background.blur_sigma))
@@ -174,30 +186,13 @@ class FrameGraph:
         self._cut_pending = True
 
     # ------------------------------------------------------------------ one frame
-    def process(self, rgb: np.ndarray, t: float | None) -> FrameOut:
-        """The output for camera frame ``rgb`` (uint8 (H, W, 3)) at video time ``t`` (None
-        for a still). The raw camera frame is never returned."""
+    def segment(self, rgb: np.ndarray, t: float | None) -> "Segmented":
+        """The first half of :meth:`process`: segmentation, its checks and the person check.
+        Offline it may run ahead on another thread (the decoder's), in frame order, while
+        :meth:`process` finishes the frame before; nothing it touches is used by the rest."""
         t = 0.0 if t is None else float(t)
         watch = _Stopwatch()
-        mask, reason = self._mask(rgb, t, watch)
-        if reason is not None:
-            return self._fallback(rgb, t, reason, watch)
-        try:
-            h, w = rgb.shape[:2]
-            bg = np.asarray(self.background.frame((w, h), t, current=rgb, mask=mask))
-            watch.lap("background")
-            out = self._apply(rgb, bg, mask, t)
-            watch.lap("apply")
-        except Exception as exc:
-            if self.strict:
-                raise
-            return self._fallback(rgb, t, f"compositing failed ({type(exc).__name__}: "
-                                           f"{first_line(exc)})", watch)
-        self.last_mask, self.last_bg = mask, bg
-        return FrameOut(out, False, watch.stages, watch.cpu)
-
-    def _mask(self, rgb: np.ndarray, t: float, watch: _Stopwatch):
-        """(refined mask, None) or (None, why it cannot be used)."""
+        raw = small = None
         try:
             size = self._input_size() if self.refiner.guided else None
             # the model's own input size: the mask comes back at that size; the refiner's
@@ -216,11 +211,43 @@ class FrameGraph:
             if self._seg_streak == SEGMENTER_RETRIES and self.on_segmenter_failing:
                 self.on_segmenter_failing()
         watch.lap("segment")
+        return Segmented(raw, small, reason, watch.stages, watch.cpu)
+
+    def process(self, rgb: np.ndarray, t: float | None,
+                segmented: "Segmented | None" = None) -> FrameOut:
+        """The output for camera frame ``rgb`` (uint8 (H, W, 3)) at video time ``t`` (None
+        for a still). ``segmented``: :meth:`segment` of this frame, when it was done ahead.
+        The raw camera frame is never returned."""
+        t = 0.0 if t is None else float(t)
+        seg = segmented if segmented is not None else self.segment(rgb, t)
+        watch = _Stopwatch()
+        watch.stages.update(seg.stages)
+        watch.cpu.update(seg.cpu)
+        mask, reason = self._mask(rgb, seg, watch)
         if reason is not None:
-            return None, reason
-        self._recovered()
+            return self._fallback(rgb, t, reason, watch)
         try:
-            mask = self.refiner(raw, rgb, small=small)
+            h, w = rgb.shape[:2]
+            bg = np.asarray(self.background.frame((w, h), t, current=rgb, mask=mask))
+            watch.lap("background")
+            out = self._apply(rgb, bg, mask, t)
+            watch.lap("apply")
+        except Exception as exc:
+            if self.strict:
+                raise
+            return self._fallback(rgb, t, f"compositing failed ({type(exc).__name__}: "
+                                           f"{first_line(exc)})", watch)
+        self.last_mask, self.last_bg = mask, bg
+        return FrameOut(out, False, watch.stages, watch.cpu)
+
+    def _mask(self, rgb: np.ndarray, seg: "Segmented", watch: _Stopwatch):
+        """(refined mask, None) or (None, why it cannot be used)."""
+        if seg.reason is not None:
+            return None, seg.reason
+        self._recovered()
+        reason = None
+        try:
+            mask = self.refiner(seg.raw, rgb, small=seg.small)
             if not _all_finite(mask):
                 reason = "the refined mask has NaN/inf values"
         except Exception as exc:

@@ -78,9 +78,14 @@ class FramePipeline:
         self.timer = StageTimer()
         self._last_rgb: np.ndarray | None = None
 
-    def __call__(self, rgb: np.ndarray, t: float | None = None) -> np.ndarray:
+    def prepare(self, rgb: np.ndarray, t: float | None = None):
+        """Segment a frame ahead (the transcoder calls this on its decoder thread, in frame
+        order; the result goes back in with the same frame: ``pipeline(rgb, t, prepared)``)."""
+        return self.graph.segment(rgb, t)
+
+    def __call__(self, rgb: np.ndarray, t: float | None = None, prepared=None) -> np.ndarray:
         self._last_rgb = rgb
-        res = self.graph.process(rgb, t)
+        res = self.graph.process(rgb, t, prepared)
         for stage, seconds in res.stages.items():
             self.timer.add(stage, seconds)
         return res.out

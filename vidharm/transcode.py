@@ -7,8 +7,11 @@ A frame processor is any callable ``proc(rgb, t) -> rgb``: ``rgb`` is ``(H, W, 3
 upright, ``t`` the frame's time in seconds; it returns a frame of the same shape and dtype.
 It may have ``close()`` (called after its file, also on errors) and ``timings``: a mapping
 ``stage -> seconds`` (cumulative) that is copied into :attr:`FileResult.stage_timings` so the
-pipeline can report its own stages (segment, composite, harmonize...). ``make_processor`` is
-called once per file with that file's :class:`~vidharm.video.VideoInfo`.
+pipeline can report its own stages (segment, composite, harmonize...). It may also have
+``prepare(rgb, t)``: then that runs on the decoder thread, in frame order, ahead of the frame
+loop, and its result comes back as ``proc(rgb, t, prepared)`` (the pipeline segments there,
+so segmentation overlaps the previous frame's compositing). ``make_processor`` is called once
+per file with that file's :class:`~vidharm.video.VideoInfo`.
 
 Rules: ``out`` (``-o``) only with one input; ``out_dir`` for many (``NAME.mov`` ->
 ``OUT_DIR/NAME{suffix}.mp4``); with neither, outputs go beside their inputs. Existing outputs
@@ -313,17 +316,20 @@ def _run_frames(reader: VideoReader, proc: FrameProcessor, writer: ThreadedWrite
     """Decode (on its own thread), process and queue every frame, then finish the file.
     On any error or Ctrl-C the decoder is stopped and the partial output discarded."""
     times = _LoopTimes()
-    frames_iter = _prefetch(reader, busy=times.decode_busy)   # decode + demux on its own thread
+    prepare = getattr(proc, "prepare", None)
+    source = _prepared(reader, prepare) if callable(prepare) else reader
+    frames_iter = _prefetch(source, busy=times.decode_busy)   # decode + demux on its own thread
     try:
         while True:
             t0 = time.perf_counter()
             try:
-                rgb, t, idx = next(frames_iter)
+                item = next(frames_iter)
             except StopIteration:
                 times.decode_wait += time.perf_counter() - t0
                 break
+            rgb, t, idx = item[:3]
             t1 = time.perf_counter()
-            out = proc(rgb, t)
+            out = proc(rgb, t, item[3]) if len(item) > 3 else proc(rgb, t)
             t2 = time.perf_counter()
             _check_processed(out, expect, idx)
             writer.write(out, t)       # queued: encoding overlaps the next frame
@@ -342,6 +348,19 @@ def _run_frames(reader: VideoReader, proc: FrameProcessor, writer: ThreadedWrite
         writer.abort()
         raise
     return times
+
+
+def _prepared(reader, prepare):
+    """(rgb, t, idx, prepare(rgb, t)) for every frame of ``reader`` (runs where it is
+    iterated: on the decoder thread); closing it closes the reader's iterator there too."""
+    it = iter(reader)
+    try:
+        for rgb, t, idx in it:
+            yield rgb, t, idx, prepare(rgb, t)
+    finally:
+        close = getattr(it, "close", None)
+        if close:
+            close()
 
 
 def _check_processed(out, expect: tuple[int, int, int], idx: int) -> None:
