@@ -111,6 +111,25 @@ def test_fn_mse_formula():
     assert float(losses.fn_mse(pred, real, mask)) == pytest.approx(expect, rel=1e-5)
 
 
+def test_per_image_psnr_loss_weights_every_image_alike():
+    """The per-image term is -mean PSNR_i / 10 (MSE floored at PER_IMAGE_FLOOR): an image
+    needing a small change counts as much as one needing a big one, unlike the pooled term."""
+    from vidharm.training.losses import PER_IMAGE_FLOOR, per_image_psnr_loss, psnr_loss
+    real = torch.full((2, 3, 8, 8), 0.5)
+    pred = real.clone()
+    pred[0] += 0.1                                   # 20 dB
+    pred[1] += 0.001                                 # 60 dB: floored at 10*log10(1/floor)
+    cap = -10 * math.log10(PER_IMAGE_FLOOR)
+    assert float(per_image_psnr_loss(pred, real)) == pytest.approx(-(20 + cap) / 2 / 10, abs=1e-4)
+    pred.requires_grad_(True)
+    g_img = torch.autograd.grad(per_image_psnr_loss(pred, real), pred)[0]
+    g_pool = torch.autograd.grad(psnr_loss(pred, real), pred)[0]
+    # pooled: the 20-dB image takes almost all the gradient; per image: the floored one none,
+    # and the 20-dB image's gradient does not depend on how good the other one is
+    assert g_pool[1].abs().max() < 0.02 * g_pool[0].abs().max()
+    assert float(g_img[1].abs().max()) == 0.0 and float(g_img[0].abs().max()) > 0
+
+
 def test_grad_loss_formula_and_total_weights():
     g = torch.Generator().manual_seed(1)
     pred, real = torch.rand(1, 3, 6, 7, generator=g), torch.rand(1, 3, 6, 7, generator=g)

