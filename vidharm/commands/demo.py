@@ -49,8 +49,8 @@ def command(out_dir, harmonizer, profile, background, no_progress):
     class Capture(FramePipeline):
         n = 0
 
-        def __call__(self, rgb, t=None):
-            res = super().__call__(rgb, t)
+        def __call__(self, rgb, t=None, prepared=None):
+            res = super().__call__(rgb, t, prepared)
             if self.n == snap_index:
                 snap.update(original=rgb.copy(), composite=self.last_composite.copy(),
                             result=res.copy(), mask=self.last_mask.copy())
