@@ -70,8 +70,9 @@ class LossTerms:
 
 #: per-image loss: the MSE floor of each image's PSNR (1e-4 = 40 dB at MAX 1, the unedited-photo
 #: target). Above it an image counts as exact and gives no gradient; without it a few
-#: near-perfect images would take all of it (a floor of 1e-5 kept the model so close to the
-#: identity that it stopped learning the recipes' changes).
+#: near-perfect images would take all of it (from scratch, a floor of 1e-5 kept a model so
+#: close to the identity that it did not learn the recipes' changes). Not used for the
+#: shipped weights: see the phnet-grid model card.
 PER_IMAGE_FLOOR = 1e-4
 
 
