@@ -169,3 +169,24 @@ def test_a_fit_job_takes_the_same_pixels_as_striding(sample_frame):
         got = FitJob(frame, bg, mask, 0.0, False, step).dense()
         for g, a in zip(got, (frame, bg, mask)):
             assert g.flags.c_contiguous and np.array_equal(g, a[::step, ::step])
+
+
+def test_warming_up_changes_no_output(asset):
+    """The warm-up (every stage after segmentation on a blank frame, the refiner twice, both
+    grid kinds) leaves no state behind: the frames that follow come out as without it."""
+    from vidharm.config import load_config
+    from vidharm.pipeline import FramePipeline
+    from vidharm.video import VideoReader
+    frames = []
+    for rgb, t, _ in VideoReader(asset("sample-clip")):
+        frames.append((rgb, t))
+        if len(frames) == 6:
+            break
+    h, w = frames[0][0].shape[:2]
+    outs = []
+    for warm in (False, True):
+        with FramePipeline(load_config("call-cpu"), asset("sample-background")) as p:
+            if warm:
+                p.graph.warm_up((w, h))
+            outs.append([p(rgb, t) for rgb, t in frames])
+    assert all(np.array_equal(a, b) for a, b in zip(*outs))
