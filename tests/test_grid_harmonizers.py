@@ -275,3 +275,12 @@ def test_train_cli_routes_grid_models_to_the_recipe_trainer(tmp_path, data_dir):
     r = run_cli("train", "--model", "phnet-grid", "--recipe-weights", "nope", "--data-dir", data_dir,
                 "--out-dir", tmp_path / "bad")
     assert r.returncode != 0 and "--recipe-weights" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_grid_training_refuses_an_unknown_loss(tmp_path):
+    """A misspelt loss is refused before any data is loaded, not quietly trained as published."""
+    from vidharm.errors import ConfigError
+    from vidharm.training.grid_train import GridTrainConfig, train_grid
+    with pytest.raises(ConfigError, match="per_image"):
+        train_grid(GridTrainConfig(loss="per_image", out_dir=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()

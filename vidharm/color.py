@@ -117,11 +117,12 @@ def _apply_global(crop: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 def _apply_diagonal(crop: np.ndarray, coeffs: np.ndarray, h: int, w: int, ys: slice,
                     xs: slice) -> np.ndarray:
-    """Per-channel gain/offset grids (the ``stats`` harmonizer): T(x) = g(p) * x + o(p).
+    """Per-channel gain/offset grids (``light``, and the live engine's diagonal refit):
+    T(x) = g(p) * x + o(p).
 
-    The gain and offset fields come from :func:`_fields` (a quarter of the resolution, upsampled,
-    where cells are large); the arithmetic runs in
-    OpenCV's mixed-depth kernels straight from and to uint8. ~2x faster than the general path.
+    The gain and offset fields come from :func:`_fields` (a quarter of the resolution,
+    upsampled, where cells are large); the arithmetic runs in OpenCV's mixed-depth kernels
+    straight from and to uint8: two field products fewer than :func:`_apply_affine`.
     """
     hh, ww = crop.shape[:2]
     fields = _fields(crop.shape, np.ascontiguousarray(coeffs[..., _DIAGONAL]), h, w, ys, xs)
@@ -297,9 +298,10 @@ def diagonal_refit(grid: ColorGrid, comp: np.ndarray, mask: np.ndarray, short_si
                    ridge: float = 1e-2) -> tuple[ColorGrid, float]:
     """The per-channel (gain, offset) grid closest to the full affine ``grid`` on this frame.
 
-    A full 3x4 grid costs about twice as much to apply at full resolution as a diagonal one
-    (12 coefficient planes and 9 products per pixel instead of 6 and 3: ~12 vs ~5 ms at 720p
-    on one core), which on a 2-core CPU decides between 30 fps and dropped frames. The diagonal
+    A full 3x4 grid costs about 1.7 times as much to apply at full resolution as a diagonal
+    one (four 3-channel coefficient fields and three products per pixel instead of two and
+    one: 8.0 vs 4.6 ms CPU per 720p frame, ``bench/bench_live.py --stages``), which on a
+    2-core CPU is much of the margin between 30 fps and dropped frames. The diagonal
     grid is fitted to what the full grid does to this frame's person: per cell (the same soft
     cell weights as :func:`vidharm.color.fit_grid`) and per channel, ``T(x)_c ~ a x_c + b``,
     least squares over the mask at ``short_side`` px (64: 0.8 ms a fit; 96 took 2.0 ms for

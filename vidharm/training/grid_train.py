@@ -124,6 +124,9 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
     from ..models.weights import save_weights
     from .data import default_data_dir
 
+    if cfg.loss not in ("published", "per-image"):
+        from ..errors import ConfigError
+        raise ConfigError(f"unknown loss '{cfg.loss}'", "use published or per-image")
     torch.set_num_threads(max(1, cfg.threads))
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
