@@ -158,17 +158,25 @@ def test_a_new_segmentation_model_brings_its_own_person_check(asset):
 
 
 def test_a_fit_job_takes_the_same_pixels_as_striding(sample_frame):
-    """FitJob.dense subsamples with OpenCV (fast) and must pick exactly a[::step, ::step],
-    also when the size is not a multiple of the step."""
+    """FitJob.dense subsamples with OpenCV (fast) and must pick exactly the pixels of
+    a[::step, ::step] up to the last whole step, also when the size is not a multiple of it."""
     from vidharm.fitting import FitJob
     rng = np.random.default_rng(0)
     for frame, step in ((sample_frame, 2), (np.ascontiguousarray(sample_frame[:-1]), 2),
-                        (sample_frame, 3), (sample_frame, 1)):
+                        (sample_frame, 3), (sample_frame, 1), (sample_frame[:, 5:], 3)):
         bg = np.ascontiguousarray(frame[::-1])
         mask = rng.random(frame.shape[:2], dtype=np.float32)
         got = FitJob(frame, bg, mask, 0.0, False, step).dense()
         for g, a in zip(got, (frame, bg, mask)):
-            assert g.flags.c_contiguous and np.array_equal(g, a[::step, ::step])
+            h, w = a.shape[:2]
+            assert g.flags.c_contiguous and np.array_equal(g, a[:h - h % step:step, :w - w % step:step])
+
+
+def test_the_job_step_brings_the_short_side_nearest_the_work_size():
+    from vidharm.fitting import job_step
+    assert [job_step((h, h * 16 // 9, 3), 256) for h in (144, 360, 480, 720, 1080, 2160)] == \
+        [1, 1, 2, 3, 4, 8]
+    assert job_step((720, 1280), 128) == 6 and job_step((720, 1280), 4096) == 1
 
 
 def test_warming_up_changes_no_output(asset):

@@ -31,7 +31,7 @@ from .color import ColorGrid, apply_grid_fused
 from .composite import BackgroundProvider, BlurBackground, composite
 from .config import Config
 from .errors import first_line
-from .fitting import FitJob, GridProvider
+from .fitting import FitJob, GridProvider, job_step
 from .mask import MaskRefiner, segmentation_input
 from .person_check import PersonCheck
 from .protocols import SizedSegmenter
@@ -278,8 +278,7 @@ class FrameGraph:
     def job(self, rgb: np.ndarray, bg: np.ndarray, mask: np.ndarray, t: float) -> FitJob:
         """The job of a frame: its arrays (new every frame, or read-only ones, and never
         written after this) and the step down to the harmonizer's working size."""
-        h, w = rgb.shape[:2]
-        step = max(1, min(h, w) // max(16, self.work_size))
+        step = job_step(rgb.shape, self.work_size)
         cut, self._cut_pending = self._cut_pending, False
         return FitJob(rgb, bg, mask, t, cut, step)
 

@@ -85,11 +85,12 @@ def four_backgrounds(rgb, mask, cfg, backgrounds=SHEET_BACKGROUNDS, height: int 
     from .. import assets
     from ..color import apply_grid_fused
     from ..composite import composite, make_background
+    from ..fitting import job_step
     from ..pipeline import build_harmonizer
 
     h, w = rgb.shape[:2]
     harmonizer = build_harmonizer(cfg)
-    step = max(1, min(h, w) // cfg.harmonizer.work_size)
+    step = job_step(rgb.shape, cfg.harmonizer.work_size)
     tiles = [[], []]
     try:
         for name, caption in backgrounds:
