@@ -25,8 +25,8 @@ class _PrimedPass:
     """One pass over a file, opened and its first frame decoded ahead of time (on a thread
     with :meth:`start`, or here with :meth:`run`); :meth:`frames` then yields every frame."""
 
-    def __init__(self, path: str, info):
-        self.path, self.info = path, info
+    def __init__(self, path: str, info, threads: bool = True):
+        self.path, self.info, self.threads = path, info, threads
         self.reader: VideoReader | None = None
         self.error: BaseException | None = None
         self._it = None
@@ -35,7 +35,7 @@ class _PrimedPass:
 
     def run(self) -> None:
         try:
-            self.reader = VideoReader(self.path, info=self.info)
+            self.reader = VideoReader(self.path, info=self.info, threads=self.threads)
             self._it = iter(self.reader)
             self._first = next(self._it, None)
         except Exception as exc:      # raised by the consumer, on its own thread
@@ -79,8 +79,15 @@ class FileSource:
     frame-threaded H.264 decoder took about 100 ms at 720p on a 2-core machine: a stall, then
     a burst of late frames that overran the live engine's frame queue.)
 
+    Played in real time, a clip up to 1080p is decoded on one thread: at the clip's own pace
+    one thread keeps up, and FFmpeg's frame threads cost more CPU for the same frames (720p
+    H.264: 2.5 ms of CPU per frame with them, ~1.8 ms without, in the live benchmark).
+
     Protocols (:mod:`vidharm.protocols`): Source, SizedSource, Closable.
     """
+
+    #: real-time playback of clips up to this many pixels decodes on one thread
+    SINGLE_THREAD_MAX_PIXELS = 1920 * 1080
 
     def __init__(self, path: str | os.PathLike, loop: bool = False, realtime: bool = False,
                  clock: Callable[[], float] = time.monotonic,
@@ -93,6 +100,8 @@ class FileSource:
         self._reader: VideoReader | None = None
         self._primed: _PrimedPass | None = None
         self._closed = False
+        w, h = self.info.size
+        self._threads = not (realtime and w * h <= self.SINGLE_THREAD_MAX_PIXELS)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -105,12 +114,12 @@ class FileSource:
     def _next_pass(self) -> "_PrimedPass":
         primed, self._primed = self._primed, None
         if primed is None:
-            primed = _PrimedPass(self.path, self.info)
+            primed = _PrimedPass(self.path, self.info, self._threads)
             primed.run()
         else:
             primed.join()
         if self.loop and not self._closed:       # the pass after this one, in the background
-            self._primed = _PrimedPass(self.path, self.info).start()
+            self._primed = _PrimedPass(self.path, self.info, self._threads).start()
         return primed
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
