@@ -263,3 +263,28 @@ def test_composite_matches_float_reference_at_720p():
     m = rng.random((720, 1280)).astype(np.float32)
     ref = fg * m[..., None].astype(np.float64) + bg * (1 - m[..., None])
     assert np.abs(composite(fg, bg, m) - ref).max() <= 1.0
+
+
+def test_blend_is_exact_where_the_mask_is_0_or_1_and_writes_into_views(sample_frame):
+    """The integer blend (weights in 1/255 steps) keeps the background bit for bit where the
+    mask is 0 and the person where it is 1, stays within one grey level of the float blend,
+    writes into a box of a bigger frame, and gives the same as its numpy path for tiny boxes."""
+    from vidharm.composite import blend
+    fg = sample_frame
+    bg = np.ascontiguousarray(fg[::-1, ::-1])
+    h, w = fg.shape[:2]
+    m = np.zeros((h, w), np.float32)
+    m[:, w // 3: 2 * w // 3] = np.linspace(-0.2, 1.2, h, dtype=np.float32)[:, None]
+    m[:, 2 * w // 3:] = 1.0
+    out = np.zeros((h + 10, w + 10, 3), np.uint8)
+    box = out[5:5 + h, 5:5 + w]
+    assert blend(fg, bg, m, dst=box) is box
+    assert (out[:5] == 0).all() and (out[:, :5] == 0).all()
+    zero, one = m <= 0, m >= 1
+    assert np.array_equal(box[zero], bg[zero]) and np.array_equal(box[one], fg[one])
+    mc = np.clip(m, 0, 1)[..., None]
+    ref = fg * mc.astype(np.float64) + bg * (1 - mc)
+    assert np.abs(box - ref).max() <= 1.0
+    for y, x in ((0, 0), (h // 2, w // 2 - 1), (h - 2, w // 3)):
+        tiny = blend(fg[y:y + 2, x:x + 2], bg[y:y + 2, x:x + 2], m[y:y + 2, x:x + 2])
+        assert np.array_equal(tiny, box[y:y + 2, x:x + 2])

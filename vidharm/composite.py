@@ -489,15 +489,33 @@ def _is_animated(p: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------- composite
-_tls = threading.local()
+def blend(fg: np.ndarray, bg: np.ndarray, m: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
+    """``fg * m + bg * (1 - m)`` for uint8 (h, w, 3) images (views allowed) and a float32
+    (h, w) weight in [0, 1] (outside: clamped), as uint8, into ``dst`` if given.
 
-
-def _weights_buffer(shape: tuple[int, int]) -> np.ndarray:
-    b = getattr(_tls, "w2", None)
-    if b is None or b.shape != shape:
-        b = np.empty(shape, np.float32)
-        _tls.w2 = b
-    return b
+    The weight is taken in 1/255 steps (``a = round(255 m)``) and the sum ``fg a + bg (255 -
+    a)`` made in 16-bit integers by OpenCV's uint8 kernels, then divided by 255 and rounded:
+    exactly ``bg`` where ``m`` is 0 and ``fg`` where it is 1, within one grey level of the
+    float blend elsewhere (0.06 on average), in about half the time of ``cv2.blendLinear``
+    (0.9 against 1.7 ms for a 690x912 box on one core), whose division per pixel is what
+    costs."""
+    if m.size < 16:           # OpenCV would read a tiny array as a scalar: numpy, same sums
+        a = np.rint(np.clip(m, 0.0, 1.0) * 255.0).astype(np.uint16)[:, :, None]
+        acc = np.asarray(fg, np.uint16) * a + np.asarray(bg, np.uint16) * (255 - a)
+        res = np.rint(acc / 255.0).astype(np.uint8)
+        if dst is None:
+            return res
+        dst[...] = res
+        return dst
+    a = cv2.multiply(m, 255.0, dtype=cv2.CV_8U)            # rounded, saturated to 0..255
+    a3 = cv2.cvtColor(a, cv2.COLOR_GRAY2RGB)
+    acc = cv2.multiply(fg, a3, dtype=cv2.CV_16U)
+    cv2.bitwise_not(a3, dst=a3)                              # 255 - a
+    cv2.add(acc, cv2.multiply(bg, a3, dtype=cv2.CV_16U), dst=acc)
+    if dst is None:
+        return cv2.convertScaleAbs(acc, alpha=1.0 / 255.0)
+    cv2.convertScaleAbs(acc, dst=dst, alpha=1.0 / 255.0)
+    return dst
 
 
 def composite(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray,
@@ -506,7 +524,8 @@ def composite(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray,
 
     ``fg``, ``bg``: uint8 (H, W, 3); ``mask``: float32 (H, W) in [0, 1] (uint8 0..255 and
     (H, W, 1) accepted). ``out``: optional uint8 (H, W, 3) array to write into.
-    (cv2.blendLinear: about 2 ms at 720p.)
+    See :func:`blend` (within one grey level of the float blend; exact where the mask is 0
+    or 1).
     """
     fg = np.asarray(fg)
     bg = np.asarray(bg)
@@ -526,11 +545,4 @@ def composite(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray,
         m = m.astype(np.float32) * np.float32(1.0 / 255.0)
     elif m.dtype != np.float32:
         m = m.astype(np.float32)
-    w2 = _weights_buffer(m.shape)
-    np.subtract(np.float32(1.0), m, out=w2)      # not cv2: it reads a 1x1 array as a scalar
-    if out is None:
-        return cv2.blendLinear(np.ascontiguousarray(fg), np.ascontiguousarray(bg),
-                               np.ascontiguousarray(m), w2)
-    cv2.blendLinear(np.ascontiguousarray(fg), np.ascontiguousarray(bg),
-                    np.ascontiguousarray(m), w2, dst=out)
-    return out
+    return blend(np.ascontiguousarray(fg), np.ascontiguousarray(bg), np.ascontiguousarray(m), out)
