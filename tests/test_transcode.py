@@ -456,3 +456,44 @@ def test_the_pipeline_segmenting_ahead_gives_the_same_frames(asset):
             preps = [p.prepare(rgb, t) for rgb, t in frames] if ahead else [None] * len(frames)
             outs.append([p(rgb, t, pr) for (rgb, t), pr in zip(frames, preps)])
     assert all(np.array_equal(a, b) for a, b in zip(*outs))
+
+
+def test_refining_ahead_restarts_the_smoothing_at_the_same_frame_after_a_bad_mask(asset):
+    """The pipeline refines masks ahead on the decoder thread; a frame whose mask cannot be
+    used (here: NaN from the segmenter) falls back to the background and the mask smoothing
+    starts over after it, at the same frame as when nothing runs ahead."""
+    from vidharm.config import load_config
+    from vidharm.pipeline import FramePipeline
+    from vidharm.registry import registry
+    from vidharm.video import VideoReader
+    cfg = load_config("call-cpu")
+    frames = []
+    for rgb, t, _ in VideoReader(asset("sample-clip")):
+        frames.append((rgb, t))
+        if len(frames) == 10:
+            break
+    bad_t = frames[4][1]
+
+    class Broken:
+        def __init__(self):
+            self.real = registry.segmenters.create(cfg.segmentation.segmenter, cfg.segmentation)
+            self.input_size = self.real.input_size
+
+        def segment(self, rgb, t=None):
+            m = self.real.segment(rgb, t)
+            return np.full_like(m, np.nan) if t == bad_t else m
+
+        def close(self):
+            self.real.close()
+
+    outs = []
+    for ahead in (False, True):
+        seg = Broken()
+        with FramePipeline(cfg, asset("sample-background"), segmenter=seg) as p:
+            preps = [p.prepare(rgb, t) for rgb, t in frames] if ahead else [None] * len(frames)
+            outs.append([p(rgb, t, pr) for (rgb, t), pr in zip(frames, preps)])
+        seg.close()
+    plain, ahead = outs
+    bg_only = plain[4]
+    assert not np.array_equal(bg_only, plain[3])              # the fallback frame differs
+    assert all(np.array_equal(a, b) for a, b in zip(plain, ahead))

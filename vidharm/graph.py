@@ -95,6 +95,7 @@ class Segmented:
     reason: str | None
     stages: dict
     cpu: dict
+    mask: np.ndarray | None = None     # refined too (``segment(..., refine=True)``)
 
 
 def _privacy_blur(cfg: Config) -> BlurBackground:
@@ -162,6 +163,7 @@ class FrameGraph:
         self._sized: tuple = (None, False)
         self._logged: set[str] = set()
         self._cut_pending = True
+        self._refine_ahead = False          # masks come refined from segment(refine=True)
 
     # ------------------------------------------------------------------ settings
     def set_config(self, cfg: Config) -> None:
@@ -180,16 +182,20 @@ class FrameGraph:
         self.close()
         self.person_check = check
 
-    def cut(self) -> None:
-        """The next frame starts over: mask smoothing and the grid's temporal state."""
-        self.refiner.reset()
+    def cut(self, mask: bool = True) -> None:
+        """The next frame starts over: mask smoothing (unless ``mask`` is False) and the
+        grid's temporal state."""
+        if mask:
+            self.refiner.reset()
         self._cut_pending = True
 
     # ------------------------------------------------------------------ one frame
-    def segment(self, rgb: np.ndarray, t: float | None) -> "Segmented":
-        """The first half of :meth:`process`: segmentation, its checks and the person check.
-        Offline it may run ahead on another thread (the decoder's), in frame order, while
-        :meth:`process` finishes the frame before; nothing it touches is used by the rest."""
+    def segment(self, rgb: np.ndarray, t: float | None, refine: bool = False) -> "Segmented":
+        """The first half of :meth:`process`: segmentation, its checks and the person check,
+        and with ``refine`` the mask's refinement and smoothing too. Offline it may run ahead
+        on another thread (the decoder's), in frame order, while :meth:`process` finishes the
+        frame before; nothing it touches is used by the rest (the refiner then belongs to
+        that thread: every frame must come through here, in order)."""
         t = 0.0 if t is None else float(t)
         watch = _Stopwatch()
         raw = small = None
@@ -211,7 +217,14 @@ class FrameGraph:
             if self._seg_streak == SEGMENTER_RETRIES and self.on_segmenter_failing:
                 self.on_segmenter_failing()
         watch.lap("segment")
-        return Segmented(raw, small, reason, watch.stages, watch.cpu)
+        seg = Segmented(raw, small, reason, watch.stages, watch.cpu)
+        if refine:
+            self._refine_ahead = True
+            if reason is None:
+                seg.mask, seg.reason = self._refine(rgb, seg, watch)
+            if seg.reason is not None:     # this frame falls back: smoothing starts over here,
+                self.refiner.reset()       # in frame order (see background_only)
+        return seg
 
     def process(self, rgb: np.ndarray, t: float | None,
                 segmented: "Segmented | None" = None) -> FrameOut:
@@ -245,6 +258,11 @@ class FrameGraph:
         if seg.reason is not None:
             return None, seg.reason
         self._recovered()
+        if seg.mask is not None:                 # refined ahead (segment(refine=True))
+            return seg.mask, None
+        return self._refine(rgb, seg, watch)
+
+    def _refine(self, rgb: np.ndarray, seg: "Segmented", watch: _Stopwatch):
         reason = None
         try:
             mask = self.refiner(seg.raw, rgb, small=seg.small)
@@ -305,7 +323,8 @@ class FrameGraph:
             if self.note:
                 self.note(f"privacy fallback: {reason}")
         self.privacy_frames += 1
-        self.cut()
+        # masks refined ahead on another thread had their smoothing reset there, in order
+        self.cut(mask=not self._refine_ahead)
         h, w = rgb.shape[:2]
         try:
             if self.background.needs_current:

@@ -79,9 +79,11 @@ class FramePipeline:
         self._last_rgb: np.ndarray | None = None
 
     def prepare(self, rgb: np.ndarray, t: float | None = None):
-        """Segment a frame ahead (the transcoder calls this on its decoder thread, in frame
-        order; the result goes back in with the same frame: ``pipeline(rgb, t, prepared)``)."""
-        return self.graph.segment(rgb, t)
+        """Segment a frame and refine its mask ahead (the transcoder calls this on its decoder
+        thread, in frame order; the result goes back in with the same frame:
+        ``pipeline(rgb, t, prepared)``). Once called, every frame must come through here:
+        the mask's temporal smoothing then runs on that thread."""
+        return self.graph.segment(rgb, t, refine=True)
 
     def __call__(self, rgb: np.ndarray, t: float | None = None, prepared=None) -> np.ndarray:
         self._last_rgb = rgb
