@@ -162,6 +162,12 @@ def main(argv=None) -> int:
     ap.add_argument("--stages", action="store_true", help="per-stage CPU ms, one by one")
     args = ap.parse_args(argv)
 
+    # as the commands do, BEFORE torch is imported: OMP_NUM_THREADS is read at import, and
+    # torch.set_num_threads on this thread does not reach the harmonizer's thread (whose
+    # torch ops would then keep an OpenMP worker spinning: a whole core, counted as "other")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    from vidharm.commands.common import frame_process_settings
+    frame_process_settings(live=True)
     from vidharm import assets
     from vidharm.config import load_config
     from vidharm.registry import registry
