@@ -294,11 +294,12 @@ def _as_unit(img: np.ndarray) -> np.ndarray:
 
 
 def subsample(img: np.ndarray, short_side: int) -> np.ndarray:
-    """Strided view with the shorter side about ``short_side`` (no copy, no filtering).
+    """Strided view with the shorter side at most about ``short_side`` (no copy, no
+    filtering): the smallest step that brings it there (a 240-row job at 128: step 2).
 
     For statistics (means, variances) a regular subsample is as good as a filtered resize and
     costs nothing."""
-    step = max(1, min(img.shape[:2]) // short_side)
+    step = max(1, -(-min(img.shape[:2]) // max(1, short_side)))
     return img[::step, ::step]
 
 
