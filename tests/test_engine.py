@@ -618,6 +618,49 @@ def test_diagonal_refit_exact_for_diagonal_and_close_for_full():
     assert d.is_diagonal and 0.1 < err < 5.0
 
 
+def test_the_fitter_publishes_one_global_transform_only_while_it_is_as_close(sample_frame):
+    """On the CPU the fitter publishes a cheap form of a full grid: one global 3x4 transform
+    while that is about as close as the per-channel grid (a uniform grid with cross-channel
+    terms: exactly so), the per-channel grid when the cells differ (warm on the left, cool
+    on the right: a global transform cannot do that); with hysteresis, so a single frame
+    does not flip it."""
+    from vidharm.color import ColorGrid, cheap_refits
+    from vidharm.fitting import FitJob, GridFitter
+
+    class Fixed:
+        def __init__(self, grid):
+            self.grid = grid
+
+        def fit(self, comp, mask):
+            return self.grid
+
+    h, w = sample_frame.shape[:2]
+    mask = np.zeros((h, w), np.float32)
+    mask[h // 6:, w // 5: 4 * w // 5] = 1.0
+    bg = np.ascontiguousarray(sample_frame[::-1])
+    uniform = ColorGrid.identity(4, 4).coeffs.copy()
+    uniform[..., 0, 1], uniform[..., 2, 0], uniform[..., 1, 3] = 0.08, -0.05, 0.02
+    split = ColorGrid.identity(4, 4).coeffs.copy()
+    split[:, :2, 0, 0], split[:, :2, 2, 2] = 1.25, 0.8           # warm on the left
+    split[:, 2:, 0, 0], split[:, 2:, 2, 2] = 0.8, 1.25           # cool on the right
+    split[..., 0, 1] = 0.03
+    (_, err_d), (g, err_g) = cheap_refits(ColorGrid(uniform), sample_frame, mask)
+    assert g.shape == (1, 1) and err_g < 0.05 and np.allclose(g.coeffs[0, 0], uniform[0, 0], atol=1e-3)
+    (_, err_d), (_, err_g) = cheap_refits(ColorGrid(split), sample_frame, mask)
+    assert err_g > err_d + 2.0
+
+    fitter = GridFitter(Fixed(ColorGrid(uniform)), diagonal=True)
+    shapes = [fitter.fit(FitJob(sample_frame, bg, mask, i / 10, False, 4)).grid.shape
+              for i in range(5)]
+    assert shapes == [(1, 1)] * 5 and fitter.global_share == 1.0
+    fitter.harmonizer = Fixed(ColorGrid(split))
+    shapes = [fitter.fit(FitJob(sample_frame, bg, mask, 1 + i / 10, False, 4)).grid.shape
+              for i in range(5)]
+    assert shapes[0] == (1, 1) and shapes[-1] == (4, 4)         # not flipped by one fit
+    assert all(fitter.fit(FitJob(sample_frame, bg, mask, 2, False, 4)).grid.is_diagonal
+               for _ in range(2))
+
+
 def test_telemetry_percentiles_late_events_and_chart(tmp_path):
     from vidharm.telemetry import Telemetry, one_line
     now = [0.0]

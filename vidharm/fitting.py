@@ -6,7 +6,7 @@
 :class:`GridFitter` is the work itself, the same for every driver: composite at low
 resolution, the stream's :class:`~vidharm.temporal.GridTracker` (change, cut, carried
 statistics), ``harmonizer.fit``, optionally a per-channel refit for a cheaper apply
-(:func:`vidharm.color.diagonal_refit`), the tracker's smoothing. Providers differ only in when
+(:func:`vidharm.color.cheap_refits`), the tracker's smoothing. Providers differ only in when
 it runs: :class:`SyncGrids` (offline: in the frame loop, on every frame) and
 :class:`vidharm.live.worker.HarmonizerWorker` (live: its own thread, latest job wins, never
 blocking the frame loop).
@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from .color import ColorGrid, diagonal_refit
+from .color import ColorGrid, cheap_refits
 from .composite import composite
 from .temporal import GridTracker, SmoothingTuning
 
@@ -95,12 +95,22 @@ class GridProvider(Protocol):
     def close(self) -> None: ...
 
 
+#: with ``diagonal``: the global form is chosen when its error is on average (EMA over fits)
+#: less than GLOBAL_ENTER grey levels above the per-channel grid's, and left again above
+#: GLOBAL_LEAVE (hysteresis: the form changes seldom, each change is one small jump)
+GLOBAL_ENTER = 0.15
+GLOBAL_LEAVE = 0.4
+
+
 class GridFitter:
     """``harmonizer`` plus the stream's tracker: one :class:`FitJob` -> the smoothed grid.
 
-    ``diagonal``: publish per-channel (gain, offset) grids (about half the full-resolution
-    apply's cost) fitted to what the harmonizer's full affine grid does to this frame's person;
-    ``diag_error`` is their mean difference over the person, grey levels (EMA)."""
+    ``diagonal``: publish a cheap form of the harmonizer's full affine grid (about half the
+    full-resolution apply's cost or less), fitted to what that grid does to this frame's
+    person (:func:`vidharm.color.cheap_refits`): the per-channel (gain, offset) grid, or one
+    global 3x4 transform while that is about as close (:data:`GLOBAL_ENTER`,
+    :data:`GLOBAL_LEAVE`); ``diag_error`` is the mean difference over the person of the form
+    published, grey levels (EMA), ``global_share`` the share of fits published global."""
 
     def __init__(self, harmonizer, tuning: SmoothingTuning | None = None, diagonal: bool = False):
         self.harmonizer = harmonizer
@@ -109,10 +119,17 @@ class GridFitter:
         self.diag_error: float | None = None
         self.last_change = 1.0
         self._seq = 0
+        self._gap: float | None = None       # EMA of (global error - per-channel error)
+        self._global = False
+        self._cheap_fits = self._global_fits = 0
 
     @property
     def tuning(self) -> SmoothingTuning:
         return self.tracker.tuning
+
+    @property
+    def global_share(self) -> float | None:
+        return self._global_fits / self._cheap_fits if self._cheap_fits else None
 
     def fit(self, job: FitJob, forced: bool = False) -> GridSnapshot:
         t0 = time.perf_counter()
@@ -124,8 +141,8 @@ class GridFitter:
         grid = self.harmonizer.fit(comp, mask)
         if not np.isfinite(grid.coeffs).all():
             raise FloatingPointError("the harmonizer produced a non-finite colour transform")
-        if self.diagonal and not grid.is_diagonal:
-            grid, err = diagonal_refit(grid, comp, mask)
+        if self.diagonal and not grid.is_diagonal and grid.shape != (1, 1):
+            grid, err = self._cheap(grid, comp, mask)
             self.diag_error = err if self.diag_error is None else \
                 self.diag_error + 0.1 * (err - self.diag_error)
         grid = self.tracker.after_fit(grid, job.t, change, cut, forced)
@@ -133,8 +150,23 @@ class GridFitter:
         return GridSnapshot(grid, self._seq, self.tracker.epoch, job.t,
                             time.perf_counter() - t0)
 
+    def _cheap(self, grid: ColorGrid, comp: np.ndarray, mask: np.ndarray) -> tuple[ColorGrid, float]:
+        (diag, err_d), (glob, err_g) = cheap_refits(grid, comp, mask)
+        gap = err_g - err_d
+        self._gap = gap if self._gap is None else self._gap + 0.2 * (gap - self._gap)
+        if self._global and self._gap > GLOBAL_LEAVE:
+            self._global = False
+        elif not self._global and self._gap < GLOBAL_ENTER:
+            self._global = True
+        self._cheap_fits += 1
+        if self._global:
+            self._global_fits += 1
+            return glob, err_g
+        return diag, err_d
+
     def reset(self) -> None:
         self.tracker.reset()
+        self._gap, self._global = None, False
 
 
 class SyncGrids:

@@ -520,10 +520,13 @@ class LiveEngine(Controls):
         if self.worker is not None:
             self.worker.close()
             if self.worker.diag_error is not None:
+                share = self.worker.fitter.global_share or 0.0
                 self.telemetry.note(
-                    f"colour grid: per-channel (diagonal) fit of {self.worker.name}'s transform "
-                    f"for speed on the CPU, mean difference {self.worker.diag_error:.1f} grey "
-                    f"levels on the person (--grid full keeps the full transform)")
+                    f"colour grid: a cheaper form of {self.worker.name}'s transform for speed "
+                    f"on the CPU (per-channel grid, or one global transform in "
+                    f"{100 * share:.0f} % of fits), mean difference "
+                    f"{self.worker.diag_error:.1f} grey levels on the person (--grid full keeps "
+                    f"the full transform)")
 
     def _close_models(self) -> None:
         self._run_swaps()          # something loaded meanwhile: swap it in so it is closed too
