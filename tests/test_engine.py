@@ -659,6 +659,9 @@ def test_the_fitter_publishes_one_global_transform_only_while_it_is_as_close(sam
     assert shapes[0] == (1, 1) and shapes[-1] == (4, 4)         # not flipped by one fit
     assert all(fitter.fit(FitJob(sample_frame, bg, mask, 2, False, 4)).grid.is_diagonal
                for _ in range(2))
+    only = GridFitter(Fixed(ColorGrid(uniform)), diagonal=True)      # --grid diagonal
+    only.allow_global = False
+    assert only.fit(FitJob(sample_frame, bg, mask, 0, False, 4)).grid.shape == (4, 4)
 
 
 def test_telemetry_percentiles_late_events_and_chart(tmp_path):

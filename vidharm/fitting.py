@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from .color import ColorGrid, cheap_refits
+from .color import ColorGrid, cheap_refits, diagonal_refit
 from .composite import composite
 from .temporal import GridTracker, SmoothingTuning
 
@@ -119,6 +119,7 @@ class GridFitter:
         self.diag_error: float | None = None
         self.last_change = 1.0
         self._seq = 0
+        self.allow_global = True             # False: the per-channel grid only
         self._gap: float | None = None       # EMA of (global error - per-channel error)
         self._global = False
         self._cheap_fits = self._global_fits = 0
@@ -151,6 +152,8 @@ class GridFitter:
                             time.perf_counter() - t0)
 
     def _cheap(self, grid: ColorGrid, comp: np.ndarray, mask: np.ndarray) -> tuple[ColorGrid, float]:
+        if not self.allow_global:
+            return diagonal_refit(grid, comp, mask)
         (diag, err_d), (glob, err_g) = cheap_refits(grid, comp, mask)
         gap = err_g - err_d
         self._gap = gap if self._gap is None else self._gap + 0.2 * (gap - self._gap)

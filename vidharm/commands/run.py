@@ -53,8 +53,8 @@ Linux: the virtual camera needs v4l2loopback, once per boot:
 @click.option("--grid", "grid_mode", type=click.Choice(["auto", "full", "diagonal"]),
               default="auto", show_default=True,
               help="Colour transform applied per frame: full affine, or per-channel "
-                   "gain/offset (about half the cost per frame); auto = diagonal when the "
-                   "model runs on the CPU.")
+                   "gain/offset (about half the cost per frame); auto = on the CPU one global "
+                   "transform while it is about as close, else per-channel.")
 @click.option("--no-harmonize", is_flag=True, help="Start with harmonization off (A/B).")
 @click.option("--no-mjpg", is_flag=True, help="Do not ask the camera for MJPG.")
 @pipeline_options

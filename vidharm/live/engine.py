@@ -66,8 +66,9 @@ class LiveEngine(Controls):
     - ``background``: a spec for :func:`make_background` or a provider (then not closed here).
     - ``backgrounds``: specs the "next background" command cycles through.
     - ``segmenter`` / ``harmonizer_factory(cfg)``: injectable (tests); defaults from ``cfg``.
-    - ``grid_mode``: "auto" (diagonal colour grids when the model runs on the CPU, full
-      affine on CUDA), "full" or "diagonal" (see :func:`vidharm.color.diagonal_refit`).
+    - ``grid_mode``: "auto" (on the CPU a cheap form of the colour grid: one global transform
+      or per-channel grids; full affine on CUDA), "full" or "diagonal" (per-channel grids
+      only; see :func:`vidharm.color.cheap_refits`).
     - ``frame_queue``: camera frames kept for the loop (latest win; 2 absorbs one slow frame
       without a drop, 1 = lowest latency).
     - ``sync_every``: 0 = harmonizer on its own thread (live); N > 0 = fit synchronously on

@@ -123,8 +123,9 @@ class HarmonizerWorker:
       tests); ``every`` then fits only every N-th job.
     - ``cpu_budget``: fraction of one core the thread may use on the CPU (see
       :meth:`_pause_after`).
-    - ``grid_mode``: "auto" (per-channel grids when the model runs on the CPU, full affine on
-      CUDA), "full" or "diagonal" (see :func:`vidharm.color.diagonal_refit`).
+    - ``grid_mode``: "auto" (a cheap form when the model runs on the CPU: one global transform
+      or per-channel grids, whichever is about as close; full affine on CUDA), "full" or
+      "diagonal" (per-channel grids only; see :func:`vidharm.color.cheap_refits`).
     """
 
     def __init__(self, cfg: Config, factory: Callable[[Config], Any] | None = None,
@@ -145,6 +146,7 @@ class HarmonizerWorker:
         self.every = max(1, int(every))
         self.fitter = GridFitter(self._build(cfg), self.tuning)
         self.fitter.diagonal = self.diagonal
+        self.fitter.allow_global = grid_mode == "auto"
         self._auto_hz = max_hz == "auto"
         self._set_auto_hz()
         self.latest: GridSnapshot | None = None
@@ -205,8 +207,8 @@ class HarmonizerWorker:
 
     @property
     def diagonal(self) -> bool:
-        """Whether published grids are per-channel (gain, offset): ``grid_mode`` "diagonal",
-        or "auto" with the model on the CPU."""
+        """Whether published grids are a cheap form (per-channel, or with "auto" also one
+        global transform): ``grid_mode`` "diagonal", or "auto" with the model on the CPU."""
         if self.grid_mode == "auto":
             return self.device != "cuda"
         return self.grid_mode == "diagonal"
