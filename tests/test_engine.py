@@ -88,6 +88,9 @@ def test_run_file_sink_writes_valid_mp4(asset, tmp_path):
     line = [l for l in r.stdout.splitlines() if l.startswith("vidharm run:")][0]
     for field in ("fps", "latency p50", "p95", "dropped", "harmonizer", "Hz"):
         assert field in line
+    import torch
+    if not torch.cuda.is_available():       # no --profile on a CPU: the light one, said so
+        assert "profile call-cpu (no GPU" in r.stderr
     with av.open(str(out)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
         dur = float(c.duration) / 1e6
