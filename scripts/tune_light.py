@@ -7,7 +7,7 @@ recipes. For every combination of parameters the script prints mean PSNR on the 
 and FFHQH recipes and on unedited photos, and the best combination that keeps unedited photos at
 40 dB or better.
 
-    .venv/bin/python scripts/tune_light.py [--data-dir DIR]
+    .venv/bin/python scripts/tune_light.py [--data-dir DIR] [--chroma-only]
 """
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--per-image", type=int, default=1)
+    ap.add_argument("--chroma-only", action="store_true",
+                    help="sweep the colour part alone around the shipped setting (exposure off): "
+                         "dead zone 0.15-0.4, strength 0.3-1, bound 0.2/0.35")
     args = ap.parse_args()
     from vidharm.training.data import default_data_dir
     people, scenes = load_items(args.data_dir or default_data_dir(), short_side_for(256, 0.75))
@@ -47,6 +50,9 @@ def main() -> None:
     print("composite:", {k: round(v, 2) for k, v in base.items()})
     grid = itertools.product([0.03, 0.06, 0.1], [0.5, 0.8, 1.0], [0.2, 0.35], [0.25, 0.5, 0.8],
                              [0.5, 0.8], [1.0])
+    if args.chroma_only:
+        grid = itertools.product([0.15, 0.2, 0.25, 0.3, 0.4], [0.3, 0.5, 0.75, 1.0], [0.2, 0.35],
+                                 [9.0], [0.0], [1.0])
     results = []
     for cd, cs, cm, ed, es, em in grid:
         p = LightParams(cd, cs, cm, ed, es, em)
