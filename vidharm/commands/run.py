@@ -206,8 +206,8 @@ def _make_sink(name, size, fps, output, cfg):
 
 def _cuda_available() -> bool:
     try:
-        import torch
-        return bool(torch.cuda.is_available())
+        from ..models.runner import resolve_device
+        return resolve_device("auto") == "cuda"
     except Exception:            # no torch (learning-free use) or a broken CUDA install
         return False
 
