@@ -81,7 +81,8 @@ class FileSource:
 
     Played in real time, a clip up to 1080p is decoded on one thread: at the clip's own pace
     one thread keeps up, and FFmpeg's frame threads cost more CPU for the same frames (720p
-    H.264: 2.5 ms of CPU per frame with them, ~1.8 ms without, in the live benchmark).
+    H.264 decoded flat out: 1.75-1.99 ms of process CPU per frame on one thread, 1.76-2.46
+    with frame threads; in the live benchmark, capture + other 2.55 -> 2.41 ms per frame).
 
     Protocols (:mod:`vidharm.protocols`): Source, SizedSource, Closable.
     """
