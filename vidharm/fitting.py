@@ -52,8 +52,9 @@ class FitJob:
 def job_step(shape: tuple[int, ...], work_size: int) -> int:
     """The subsampling step from a frame of ``shape`` to the harmonizer's working size: the
     job's short side is the nearest to ``work_size`` a whole step gives (720p at 256: step 3,
-    240 rows, 0.85 ms less per fit than step 2's 360 rows, the grid 0.07 grey levels from a
-    fit on every pixel where step 2's is 0.05; 1080p: 4)."""
+    240 rows: a phnet-grid fit 3.92 ms instead of step 2's 5.45 on 40 real 720p jobs, the
+    grid 0.18 grey levels on the person from a fit on every pixel where step 2's is 0.05 and
+    step 2 shifted by one pixel 0.22; 1080p: 4)."""
     return max(1, int(round(min(shape[:2]) / max(16, int(work_size)))))
 
 
