@@ -497,3 +497,41 @@ def test_refining_ahead_restarts_the_smoothing_at_the_same_frame_after_a_bad_mas
     bg_only = plain[4]
     assert not np.array_equal(bg_only, plain[3])              # the fallback frame differs
     assert all(np.array_equal(a, b) for a, b in zip(plain, ahead))
+
+
+def test_offline_video_applies_the_cheap_form_of_the_grid_close_to_the_full_one(asset):
+    """On the CPU the offline pipeline, like the live engine (``--grid auto``), applies one
+    global transform or per-channel grids fitted to a model's full affine grid (here
+    phnet-grid-local's own 4x4 grid); on real frames the picture stays within about a grey
+    level of the full grid's, far nearer than to the plain composite; ``grid_mode="full"``
+    and stills keep the full grid. phnet-grid itself publishes one global transform."""
+    from vidharm.composite import composite
+    from vidharm.config import load_config
+    from vidharm.pipeline import FramePipeline
+    from vidharm.video import VideoReader
+    frames = []
+    for rgb, t, _ in VideoReader(asset("sample-clip")):
+        frames.append((rgb, t))
+        if len(frames) == 8:
+            break
+    cfg = load_config("call-cpu", {"harmonizer": {"name": "phnet-grid-local"}})
+    runs = {}
+    for mode in ("auto", "full"):
+        with FramePipeline(cfg, asset("sample-background"), grid_mode=mode) as p:
+            outs = [p(rgb, t) for rgb, t in frames]
+            runs[mode] = (outs, p.grids.latest.grid, p.last_mask, p.last_composite)
+    (cheap, g_cheap, mask, plain), (full, g_full, _, _) = runs["auto"], runs["full"]
+    assert g_cheap.shape == (1, 1) or g_cheap.is_diagonal
+    assert g_full.shape == (4, 4) and not g_full.is_diagonal
+    person = mask > 0.5
+    diff = np.abs(cheap[-1].astype(np.int16) - full[-1])[person].mean()
+    effect = np.abs(full[-1].astype(np.int16) - plain)[person].mean()
+    assert effect > 3.0 and diff < 0.3 * effect and diff < 2.0, (diff, effect)
+    with FramePipeline(cfg, asset("sample-background"), video=False) as p:
+        p(*frames[0])
+        assert not p.grids.latest.grid.is_diagonal
+    with FramePipeline(load_config("call-cpu"), asset("sample-background")) as p:
+        p(*frames[0])
+        assert p.grids.latest.grid.shape == (1, 1)
+    with pytest.raises(Exception, match="unknown grid mode"):
+        FramePipeline(cfg, asset("sample-background"), grid_mode="fast")

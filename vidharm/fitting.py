@@ -24,7 +24,24 @@ from .color import ColorGrid, cheap_refits, diagonal_refit
 from .composite import composite
 from .temporal import GridTracker, SmoothingTuning
 
-__all__ = ["FitJob", "job_step", "GridSnapshot", "GridFitter", "GridProvider", "SyncGrids"]
+__all__ = ["FitJob", "job_step", "GridSnapshot", "GridFitter", "GridProvider", "SyncGrids",
+           "GRID_MODES", "cheap_form"]
+
+#: how the harmonizer's colour grid is applied per frame (``--grid``)
+GRID_MODES = ("auto", "full", "diagonal")
+
+
+def cheap_form(grid_mode: str, device: str) -> bool:
+    """Whether a video driver publishes a cheap form of the harmonizer's grid (see
+    :class:`GridFitter`): ``grid_mode`` "diagonal", or "auto" with the model on the CPU (on
+    CUDA the full affine grid is applied). Raises ConfigError for an unknown mode."""
+    if grid_mode not in GRID_MODES:
+        from .errors import ConfigError
+        raise ConfigError(f"unknown grid mode '{grid_mode}'", "use auto, full or diagonal")
+    if grid_mode == "auto":
+        return device != "cuda"
+    return grid_mode == "diagonal"
+
 
 
 @dataclass(frozen=True)

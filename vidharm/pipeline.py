@@ -14,7 +14,7 @@ import numpy as np
 
 from .composite import BackgroundProvider, composite, make_background
 from .config import Config
-from .fitting import GridFitter, SyncGrids
+from .fitting import GridFitter, SyncGrids, cheap_form
 from .graph import STAGES as GRAPH_STAGES
 from .graph import FrameGraph
 from .protocols import Closable
@@ -57,10 +57,17 @@ class FramePipeline:
     ``"blur"``; then the pipeline owns it). ``harmonizer`` (optional) is shared and owned by
     the caller. ``video=True``: temporal smoothing of mask and grid, MediaPipe's VIDEO mode;
     stills use ``video=False``. Errors propagate (a file fails; it is never quietly wrong).
+
+    ``grid_mode`` (video only; stills apply the full grid): as the live engine's ``--grid``:
+    "auto" publishes, with the model on the CPU, one global 3x4 transform while it is about
+    as close to the model's grid as per-channel grids, else those (:class:`GridFitter`).
+    On the held-out recipes that form scores as well as the full grid or better (FFHQH
+    30.38 vs 30.26 dB, light change 31.37 vs 31.16, unedited 33.43 vs 33.15) and it costs a
+    fraction of the full grid's apply (720p: about 1 ms per frame instead of 8).
     """
 
     def __init__(self, cfg: Config, background, video: bool = True, segmenter=None,
-                 harmonizer=None, tuning: SmoothingTuning | None = None):
+                 harmonizer=None, tuning: SmoothingTuning | None = None, grid_mode: str = "auto"):
         self.cfg = cfg
         self._owns_background = not isinstance(background, BackgroundProvider)
         self.background = make_background(background, cfg) if self._owns_background else background
@@ -71,7 +78,11 @@ class FramePipeline:
         self._owns_harmonizer = harmonizer is None
         self.harmonizer = harmonizer or build_harmonizer(cfg)
         tuning = tuning or SmoothingTuning(mode="adaptive" if video else "off")
-        self.grids = SyncGrids(GridFitter(self.harmonizer, tuning))
+        fitter = GridFitter(self.harmonizer, tuning)
+        device = getattr(self.harmonizer, "device", None) or cfg.harmonizer.device
+        fitter.diagonal = video and cheap_form(grid_mode, device if device == "cuda" else "cpu")
+        fitter.allow_global = grid_mode == "auto"
+        self.grids = SyncGrids(fitter)
         self.graph = FrameGraph(cfg, self.background, self.segmenter, grids=self.grids,
                                 video=video, strict=True)
         self.graph.harmonize_on = cfg.harmonizer.name != "none"

@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 from ..color import ColorGrid
 from ..config import Config
-from ..errors import ConfigError, VidharmError, first_line
-from ..fitting import FitJob, GridFitter, GridSnapshot
+from ..errors import VidharmError, first_line
+from ..fitting import FitJob, GridFitter, GridSnapshot, cheap_form
 from ..registry import registry
 from ..telemetry import Telemetry
 from ..temporal import Easing, SmoothingTuning
@@ -133,8 +133,7 @@ class HarmonizerWorker:
                  max_hz: float | str | None = "auto", threaded: bool = True,
                  cpu_budget: float | None = CPU_BUDGET,
                  grid_mode: str = "auto", every: int = 1):
-        if grid_mode not in ("auto", "full", "diagonal"):
-            raise ConfigError(f"unknown grid mode '{grid_mode}'", "use auto, full or diagonal")
+        cheap_form(grid_mode, "cpu")              # refuses an unknown mode at once
         self.cfg = cfg
         self._factory = factory or default_harmonizer_factory
         self.tuning = tuning or SmoothingTuning()
@@ -209,9 +208,7 @@ class HarmonizerWorker:
     def diagonal(self) -> bool:
         """Whether published grids are a cheap form (per-channel, or with "auto" also one
         global transform): ``grid_mode`` "diagonal", or "auto" with the model on the CPU."""
-        if self.grid_mode == "auto":
-            return self.device != "cuda"
-        return self.grid_mode == "diagonal"
+        return cheap_form(self.grid_mode, self.device)
 
     def _set_auto_hz(self) -> None:
         if self._auto_hz:      # leave the CPU to the frame loop; on a GPU fit every frame
