@@ -5,6 +5,7 @@ change of the person's mean (pixels with mask > 0.5), harmonized minus composite
 levels: luma, red minus blue (warmer > 0) and green minus the mean of red and blue.
 
     .venv/bin/python bench/sheet_shift.py vidharm/weights/phnet-grid.safetensors [OTHER ...]
+    .venv/bin/python bench/sheet_shift.py --harmonizer phnet-grid-local WEIGHTS...
 """
 import numpy as np, sys
 from vidharm import assets
@@ -15,14 +16,18 @@ from vidharm.color import apply_grid_fused
 from vidharm.commands.demo import SHEET_BACKGROUNDS
 from vidharm.video import VideoReader
 from vidharm.mask import MaskRefiner
+args = sys.argv[1:]
+hname = "phnet-grid"
+if args[:1] == ["--harmonizer"]:
+    hname, args = args[1], args[2:]
 cfg = load_config("creator-quality")
 for i, (rgb, t, _) in enumerate(VideoReader(str(assets.path("sample-clip")))):
     if i == 45: break
 seg = registry.segmenters.create(cfg.segmentation.segmenter, cfg.segmentation)
 mask = MaskRefiner(cfg.mask, smooth=False)(seg.segment(rgb, None), rgb)
 h, w = rgb.shape[:2]; step = max(1, min(h, w) // 256)
-for wpath in sys.argv[1:]:
-    H = registry.harmonizers.create("phnet-grid", HarmonizerConfig(name="phnet-grid", weights=wpath, device="cpu"))
+for wpath in args:
+    H = registry.harmonizers.create(hname, HarmonizerConfig(name=hname, weights=wpath, device="cpu"))
     row = []
     for name, cap in SHEET_BACKGROUNDS:
         pr = make_background(str(assets.path(name)), cfg); bg = pr.frame((w, h), 0.0, current=rgb, mask=mask)
@@ -33,4 +38,4 @@ for wpath in sys.argv[1:]:
         a, b = comp[m].astype(float).mean(0), out[m].astype(float).mean(0)
         L = lambda x: 0.2126*x[0]+0.7152*x[1]+0.0722*x[2]
         row.append(f"{cap}: luma {L(b)-L(a):+.1f} R-B {(b[0]-b[2])-(a[0]-a[2]):+.1f} G-(R+B)/2 {(b[1]-(b[0]+b[2])/2)-(a[1]-(a[0]+a[2])/2):+.1f}")
-    print(wpath.split('/')[-1], "|", " | ".join(row))
+    print(hname, wpath.split('/')[-1], "|", " | ".join(row))

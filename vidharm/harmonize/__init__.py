@@ -14,7 +14,8 @@ __all__ = ["BaseHarmonizer", "NoneHarmonizer", "LightHarmonizer", "Streaming",
 
 def register(reg) -> None:
     """Register the built-in harmonizers in ``reg`` (a :class:`vidharm.registry.PluginRegistry`)."""
-    from .learned import Fmm, LearnedHarmonizer, PhnetGrid, PhnetLite   # torch loads lazily
+    from .learned import (Fmm, LearnedHarmonizer, PhnetGrid, PhnetGridLocal,  # torch: lazily
+                          PhnetLite)
     h = reg.harmonizers
     h.add("none", NoneHarmonizer, "plain composite, no colour change")
     h.add("light", LightHarmonizer, LightHarmonizer.__doc__.splitlines()[0])
@@ -25,6 +26,8 @@ def register(reg) -> None:
     h.add("phnet-lite", PhnetLite, "phnet-lite (1.1M parameters): vidharm's "
           "shipped real-time PHNet")
     h.add("phnet-grid", PhnetGrid, "phnet-grid (0.38M parameters): predicts the "
-          "colour grid itself; vidharm's default")
+          "colour grid itself, applied as one global transform; vidharm's default")
+    h.add("phnet-grid-local", PhnetGridLocal, "phnet-grid applying its own 4x4 grid "
+          "(local variation included)")
     h.add("fmm", Fmm, "FMM (attention-based feature map modulation): shipped "
           "weights, or --weights PATH")

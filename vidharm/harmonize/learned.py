@@ -23,6 +23,8 @@ class LearnedHarmonizer(BaseHarmonizer):
     registry_name = "phnet"
     #: architectures this harmonizer accepts in --weights (None: any)
     archs: tuple | None = ("phnet", "grid")
+    #: grid models: apply their own grid, not the global transform closest to it
+    local = False
 
     def __init__(self, cfg=None):
         from ..config import HarmonizerConfig
@@ -30,7 +32,8 @@ class LearnedHarmonizer(BaseHarmonizer):
         spec = self.cfg.weights or self.default_weights
         self.net = ModelRunner.from_pretrained(spec, device=self.cfg.device,
                                                work_size=self.cfg.work_size,
-                                               grid=(self.cfg.grid, self.cfg.grid))
+                                               grid=(self.cfg.grid, self.cfg.grid),
+                                               local=self.local)
         self.name = self.net.name
         self.device = self.net.device
         self._check_arch()
@@ -66,11 +69,20 @@ class LearnedHarmonizer(BaseHarmonizer):
 
 class PhnetGrid(LearnedHarmonizer):
     """phnet-grid (0.38M parameters): predicts the colour grid itself from PN patch statistics
-    of person and scene; vidharm's default (docs/model-card-grid.md)."""
+    of person and scene, applied as the one global transform closest to it over the person;
+    vidharm's default (docs/model-card-grid.md)."""
 
     default_weights = "phnet-grid"
     registry_name = "phnet-grid"
     archs = ("grid",)
+
+
+class PhnetGridLocal(PhnetGrid):
+    """phnet-grid applying the model's own 4x4 grid of transforms (its local variation
+    included) instead of the global transform closest to it."""
+
+    registry_name = "phnet-grid-local"
+    local = True
 
 
 class PhnetLite(LearnedHarmonizer):

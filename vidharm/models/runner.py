@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..color import ColorGrid, apply_grid, fit_grid
+from ..color import ColorGrid, apply_grid, fit_grid, global_refit
 from ..errors import InputError
 from ..mask import to_float_mask
 from . import shipped_names, shipped_weights
@@ -41,16 +41,21 @@ class ModelRunner:
     model: a ``torch.nn.Module`` with ``forward(image (B,3,h,w) [0,1], mask (B,1,h,w) {0,1})``.
     work_size: the network's input size (square), 256 by default.
     grid: cells of the fitted colour-transform grid (rows, cols).
+    local: grid models (phnet-grid) only: apply the model's own grid of transforms. By default
+    they apply the one global 3x4 transform closest to it over the person
+    (:func:`vidharm.color.global_refit`), which scores better on every held-out recipe
+    (docs/model-card-grid.md: the model's local variation does more harm than good).
     """
 
     def __init__(self, model, device: str = "auto", work_size: int = 256,
-                 grid: tuple[int, int] = (4, 4), name: str = "custom"):
+                 grid: tuple[int, int] = (4, 4), name: str = "custom", local: bool = False):
         import torch
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.work_size = int(work_size)
         self.grid = grid
         self.name = name
+        self.local = bool(local)
         self._torch = torch
         self.amp_dtype = None
         if self.device == "cuda":
@@ -117,10 +122,18 @@ class ModelRunner:
         otherwise fitted to the network's output at low resolution."""
         img, m, small, msmall = self._to_tensor(composite, mask)
         if self.predicts_grid:
-            return ColorGrid(np.ascontiguousarray(self.predict_grids(img, m)[0]))
+            return self._as_applied(self.predict_grids(img, m)[0], small, msmall)
         out = self.run_network(img, m)[0].permute(1, 2, 0).float().cpu().numpy()
         return fit_grid(small.astype(np.float32) / 255.0, out, (msmall > 0.5).astype(np.float32),
                         self.grid, ridge=1e-3)
+
+    def _as_applied(self, coeffs: np.ndarray, small: np.ndarray, msmall: np.ndarray) -> ColorGrid:
+        """A grid model's prediction as applied: its own grid (``local``) or the global
+        transform closest to it over the person at the network's input."""
+        grid = ColorGrid(np.ascontiguousarray(coeffs))
+        if self.local or grid.shape == (1, 1):
+            return grid
+        return global_refit(grid, small, msmall.astype(np.float32, copy=False))[0]
 
     def __call__(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
         comp, m = _check_pair(composite, mask)
@@ -136,8 +149,8 @@ class ModelRunner:
         img = torch.cat([t[0] for t in tens])
         msk = torch.cat([t[1] for t in tens])
         if self.predicts_grid:
-            return [apply_grid(comp, m, ColorGrid(np.ascontiguousarray(c)))
-                    for (comp, m), c in zip(pairs, self.predict_grids(img, msk))]
+            return [apply_grid(comp, m, self._as_applied(c, t[2], t[3]))
+                    for (comp, m), t, c in zip(pairs, tens, self.predict_grids(img, msk))]
         outs = self.run_network(img, msk).permute(0, 2, 3, 1).float().cpu().numpy()
         res = []
         for (comp, m), t, o in zip(pairs, tens, outs):
