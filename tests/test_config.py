@@ -62,3 +62,24 @@ def test_overrides_from_maps_short_names_and_checks_values():
         overrides_from({"strength": 5}, "the control file")
     assert "'harmonizer.strength' in the control file" in e.value.one_line()
     assert "0.0 to 1.0" in e.value.one_line()
+
+
+def test_x264_params_are_checked_before_any_work(tmp_path):
+    """``output.x264_params``: a few whitelisted x264 settings over the preset, each value
+    checked (x264 only logs a value it cannot parse and goes on); anything else is one
+    ConfigError naming the item, before any work."""
+    from vidharm.config import OutputConfig
+    from vidharm.video import check_output_config
+    assert load_config("call-cpu").output.x264_params.startswith("threads=1")
+    p = tmp_path / "p.toml"
+    for bad in ("threads=1;rm -rf /", "crf=0", "threads", "preset=slow:threads=2",
+                "me=sideways", "threads=-1", "partitions=i8x8,all,x", "subme=99"):
+        p.write_text(f'[output]\nx264_params = "{bad}"\n')
+        with pytest.raises(ConfigError, match="x264_params") as e:
+            load_config(str(p))
+        named = e.value.one_line().split(" has '")[1].split("' -- ")[0]
+        assert named in bad.split(":")                   # the offending item, as written
+    p.write_text('[output]\nx264_params = "threads=2:me=dia:partitions=i8x8,i4x4:bframes=0"\n')
+    cfg = load_config(str(p))
+    check_output_config(cfg.output)
+    check_output_config(OutputConfig(x264_params="threads=1:partitions=i8x8,i4x4"))

@@ -421,13 +421,19 @@ class _Ahead:
         return 255 - rgb
 
 
-def test_prepare_runs_ahead_on_the_decoder_thread_in_frame_order(tmp_path):
+def _vidharm_threads():
+    import threading
+    return [t.name for t in threading.enumerate() if t.name.startswith("vidharm-")]
+
+
+def test_prepare_runs_ahead_on_its_own_thread_in_frame_order(tmp_path):
     proc = _Ahead()
     res = transcode_files([str(clip("sample-clip"))], out=str(tmp_path / "a.mp4"),
                           make_processor=lambda info: proc, progress=False)
     (f,) = res.files
     assert f.status == "ok" and f.frames == 72
-    assert {name for name, _ in proc.prepared} == {"vidharm-decode"}
+    assert {name for name, _ in proc.prepared} == {"vidharm-prepare"}
+    assert _vidharm_threads() == []
     times = [t for _, t in proc.prepared]
     assert times == sorted(times) and times == proc.called
 
@@ -438,6 +444,7 @@ def test_a_failing_prepare_fails_the_file_and_writes_nothing(tmp_path):
     (f,) = res.files
     assert f.status == "failed" and "segmenter broke" in f.message
     assert os.listdir(tmp_path) == []
+    assert _vidharm_threads() == []                  # decoder and prepare threads stopped
 
 
 def test_the_pipeline_segmenting_ahead_gives_the_same_frames(asset):
@@ -535,3 +542,32 @@ def test_offline_video_applies_the_cheap_form_of_the_grid_close_to_the_full_one(
         assert p.grids.latest.grid.shape == (1, 1)
     with pytest.raises(Exception, match="unknown grid mode"):
         FramePipeline(cfg, asset("sample-background"), grid_mode="fast")
+
+
+def test_offline_refresh_cap_fits_by_video_time_and_always_at_a_cut(asset):
+    """``harmonizer.offline_hz``: at most that many fits per second of video (30 fps at 15 Hz:
+    every second frame; the frames between keep the last fit), a cut fitted at once; 0
+    (creator-quality) fits every frame."""
+    from vidharm.config import load_config
+    from vidharm.pipeline import FramePipeline
+    from vidharm.video import VideoReader
+    assert load_config("call-cpu").harmonizer.offline_hz == 15
+    assert load_config("creator-quality").harmonizer.offline_hz == 0
+    frames = []
+    for rgb, t, _ in VideoReader(asset("sample-clip")):
+        frames.append((rgb, t))
+        if len(frames) == 12:
+            break
+    with FramePipeline(load_config("call-cpu"), asset("sample-background")) as p:
+        seen = []
+        for i, (rgb, t) in enumerate(frames):
+            if i == 7:
+                p.graph.cut(mask=False)          # e.g. the next clip of a batch
+            p(rgb, t)
+            seen.append(p.grids.latest.t)
+        assert p.grids.fits == 7                 # frames 0 2 4 6, the cut at 7, then 9 11
+        assert seen[1] == seen[0] and seen[7] == frames[7][1] and seen[8] == seen[7]
+    with FramePipeline(load_config("creator-quality"), asset("sample-background")) as p:
+        for rgb, t in frames:
+            p(rgb, t)
+        assert p.grids.fits == len(frames)

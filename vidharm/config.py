@@ -51,6 +51,7 @@ class HarmonizerConfig:
     weights: str = ""                 # weights file for learned harmonizers ("" = default)
     device: str = "auto"              # auto | cpu | cuda
     work_size: int = 256              # the harmonizer's own resolution (short side)
+    offline_hz: float = 0.0           # offline video: fits per second of video (0: every frame)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class OutputConfig:
     crf: int = 20                     # H.264 quality (lower = better, bigger)
     preset: str = "veryfast"          # x264 preset
     pixel_format: str = "yuv420p"
+    x264_params: str = ""             # a few x264 settings over the preset: "threads=1:partitions=..."
 
 
 @dataclass
@@ -201,6 +203,7 @@ LIMITS: dict[str, tuple] = {
     "harmonizer.grid": (1, 32),
     "harmonizer.work_size": (16, 4096),
     "harmonizer.device": ("auto", "cpu", "cuda"),
+    "harmonizer.offline_hz": (0.0, 1000.0),
     "output.crf": (0, 51),
     "output.preset": X264_PRESETS,
     "output.pixel_format": ("yuv420p", "yuv422p", "yuv444p"),
@@ -218,6 +221,8 @@ def check_value(dotted: str, value: Any, origin: str = "the settings") -> Any:
     elif dotted in ("harmonizer.name", "segmentation.segmenter", "segmentation.model",
                     "live.sink", "live.source") and not str(value).strip():
         raise ConfigError(f"'{dotted}' in {origin} is empty", "give a name (see `vidharm plugins`)")
+    if dotted == "output.x264_params":
+        _check_x264_params(value, dotted, origin)
     if rule is None:
         return value
     if isinstance(rule[0], str):
@@ -230,6 +235,37 @@ def check_value(dotted: str, value: Any, origin: str = "the settings") -> Any:
         raise ConfigError(f"'{dotted}' in {origin} is {value!r}, out of range",
                           f"use a value from {lo} to {hi}")
     return value
+
+
+#: the x264 settings ``output.x264_params`` may change (``key=value`` joined by ':') and their
+#: values: an (low, high) integer range or the allowed words (partitions: a comma list).
+#: Checked here because x264 only logs a value it cannot parse and goes on without it.
+X264_PARAMS: dict[str, tuple] = {
+    "threads": (0, 64), "lookahead-threads": (0, 64), "subme": (0, 11), "ref": (1, 16),
+    "rc-lookahead": (0, 250), "bframes": (0, 16), "trellis": (0, 2), "aq-mode": (0, 3),
+    "mbtree": (0, 1), "me": ("dia", "hex", "umh", "esa", "tesa"),
+    "partitions": ("none", "all", "i4x4", "i8x8", "p8x8", "p4x4", "b8x8"),
+}
+
+
+def _x264_value_ok(key: str, value: str) -> bool:
+    rule = X264_PARAMS[key]
+    if isinstance(rule[0], int):
+        return value.isdigit() and rule[0] <= int(value) <= rule[1]
+    words = value.split(",") if key == "partitions" else [value]
+    return all(w in rule for w in words)
+
+
+def _check_x264_params(value: Any, dotted: str, origin: str) -> None:
+    text = str(value)
+    if not text:
+        return
+    for item in text.split(":"):
+        key, sep, val = item.partition("=")
+        if not sep or key not in X264_PARAMS or not _x264_value_ok(key, val):
+            raise ConfigError(f"'{dotted}' in {origin} has {item!r}",
+                              f"give key=value pairs joined by ':' ({', '.join(X264_PARAMS)}; "
+                              "e.g. threads=1:partitions=i8x8,i4x4)")
 
 
 def _check_size(value: Any, dotted: str, origin: str) -> None:

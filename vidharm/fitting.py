@@ -191,16 +191,25 @@ class GridFitter:
 
 
 class SyncGrids:
-    """Offline provider: fits every job in the caller's loop, so each frame gets the grid
-    fitted on itself. Errors propagate (a transcode fails rather than writing a wrong file)."""
+    """Offline provider: fits jobs in the caller's loop. ``max_hz`` 0: every job, so each
+    frame gets the grid fitted on itself; else at most ``max_hz`` fits per second of video
+    time (the frames between keep the last fit, as live; a cut is always fitted at once).
+    Errors propagate (a transcode fails rather than writing a wrong file)."""
 
-    def __init__(self, fitter: GridFitter):
+    def __init__(self, fitter: GridFitter, max_hz: float = 0.0):
         self.fitter = fitter
         self.latest: GridSnapshot | None = None
         self._cut = False
+        self.min_interval = 1.0 / max_hz if max_hz > 0 else 0.0
+        self.fits = 0
 
     def submit(self, job: FitJob) -> None:
+        last = self.latest
+        if (last is not None and not (self._cut or job.cut)
+                and 0.0 <= job.t - last.t < self.min_interval - 1e-4):
+            return
         self.latest = self.fitter.fit(job, forced=self._cut)
+        self.fits += 1
         self._cut = False
 
     def grid_at(self, t: float) -> ColorGrid | None:

@@ -82,7 +82,7 @@ class FramePipeline:
         device = getattr(self.harmonizer, "device", None) or cfg.harmonizer.device
         fitter.diagonal = video and cheap_form(grid_mode, device if device == "cuda" else "cpu")
         fitter.allow_global = grid_mode == "auto"
-        self.grids = SyncGrids(fitter)
+        self.grids = SyncGrids(fitter, cfg.harmonizer.offline_hz if video else 0.0)
         self.graph = FrameGraph(cfg, self.background, self.segmenter, grids=self.grids,
                                 video=video, strict=True)
         self.graph.harmonize_on = cfg.harmonizer.name != "none"

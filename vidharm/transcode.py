@@ -8,9 +8,10 @@ upright, ``t`` the frame's time in seconds; it returns a frame of the same shape
 It may have ``close()`` (called after its file, also on errors) and ``timings``: a mapping
 ``stage -> seconds`` (cumulative) that is copied into :attr:`FileResult.stage_timings` so the
 pipeline can report its own stages (segment, composite, harmonize...). It may also have
-``prepare(rgb, t)``: then that runs on the decoder thread, in frame order, ahead of the frame
-loop, and its result comes back as ``proc(rgb, t, prepared)`` (the pipeline segments there,
-so segmentation overlaps the previous frame's compositing). ``make_processor`` is called once
+``prepare(rgb, t)``: then that runs on a thread of its own, in frame order, between the
+decoder's thread and the frame loop, and its result comes back as ``proc(rgb, t, prepared)``
+(the pipeline segments and refines the mask there, so that overlaps decoding of the next
+frames and the harmonizing of the previous one). ``make_processor`` is called once
 per file with that file's :class:`~vidharm.video.VideoInfo`.
 
 Rules: ``out`` (``-o``) only with one input; ``out_dir`` for many (``NAME.mov`` ->
@@ -289,7 +290,8 @@ def transcode_file(src: str, dst: str | os.PathLike, make_processor: ProcessorFa
         audio=writer.audio_mode,
         # decode: the decoder thread's own time (overlapping processing); decode_wait: how long
         # the frame loop waited for it
-        timings={"probe": probe_s, "decode": loop.decode_busy[0], "decode_wait": loop.decode_wait,
+        timings={"probe": probe_s, "decode": loop.decode_busy[0],
+                 "prepare": loop.prepare_busy[0], "decode_wait": loop.decode_wait,
                  "process": loop.process,
                  # time the encoder thread spent (overlapping decode/process), and the time
                  # the frame loop waited for it (queue full, final flush)
@@ -306,6 +308,7 @@ class _LoopTimes:
 
     frames: int = 0
     decode_busy: list = field(default_factory=lambda: [0.0])   # the decoder thread's time
+    prepare_busy: list = field(default_factory=lambda: [0.0])  # the prepare thread's (waits included)
     decode_wait: float = 0.0
     process: float = 0.0
     encode_wait: float = 0.0
@@ -317,8 +320,14 @@ def _run_frames(reader: VideoReader, proc: FrameProcessor, writer: ThreadedWrite
     On any error or Ctrl-C the decoder is stopped and the partial output discarded."""
     times = _LoopTimes()
     prepare = getattr(proc, "prepare", None)
-    source = _prepared(reader, prepare) if callable(prepare) else reader
-    frames_iter = _prefetch(source, busy=times.decode_busy)   # decode + demux on its own thread
+    if callable(prepare):
+        # three stages on their own threads: decode + demux, prepare (the pipeline's
+        # segmentation and mask refinement), the rest of the frame here
+        decoded = _prefetch(reader, busy=times.decode_busy)
+        frames_iter = _prefetch(_prepared(decoded, prepare), busy=times.prepare_busy,
+                                name="vidharm-prepare")
+    else:
+        frames_iter = _prefetch(reader, busy=times.decode_busy)   # decode + demux on its own thread
     try:
         while True:
             t0 = time.perf_counter()
@@ -370,7 +379,7 @@ def _check_processed(out, expect: tuple[int, int, int], idx: int) -> None:
                          f"expected {expect} uint8")
 
 
-def _prefetch(iterable, depth: int = 3, busy: list | None = None):
+def _prefetch(iterable, depth: int = 3, busy: list | None = None, name: str = "vidharm-decode"):
     """Iterate ``iterable`` on a background thread, ``depth`` items ahead (bounded memory).
 
     FFmpeg decodes with the GIL released, so decoding the next frame overlaps segmentation
@@ -408,7 +417,7 @@ def _prefetch(iterable, depth: int = 3, busy: list | None = None):
             if close:
                 close()
 
-    t = threading.Thread(target=produce, name="vidharm-decode", daemon=True)
+    t = threading.Thread(target=produce, name=name, daemon=True)
     t.start()
     try:
         while True:

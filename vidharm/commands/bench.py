@@ -84,8 +84,9 @@ def bench_transcode(sizes, frames, harmonizer, profile, background):
             click.echo(f"{w}x{h:<4d} {fps:7.1f} {fps / clip_fps:10.2f} "
                        + " ".join(f"{1000 * ms.get(c, 0) / n:9.2f}" for c in cols))
     click.echo("x realtime = output fps / the clip's own fps (>1 is faster than real time); "
-               "wall ms per frame; the decoder thread also segments one frame ahead, so decode "
-               "includes segment")
+               "wall ms per frame of each stage on its own thread (decode; segment and refine "
+               "on the prepare thread; background and apply, the fit included, in the frame "
+               "loop; encode), overlapping one another on the CPU's cores")
 
 
 # ------------------------------------------------------------------------------ live

@@ -34,15 +34,24 @@ def check_output_config(cfg: OutputConfig | None) -> None:
         cc = av.CodecContext.create("libx264", "w")
         cc.width, cc.height, cc.pix_fmt = 64, 64, cfg.pixel_format
         cc.time_base = Fraction(1, 30)
-        cc.options = {"crf": str(cfg.crf), "preset": str(cfg.preset)}
+        cc.options = encoder_options(cfg)
         cc.open()
     except (av.error.FFmpegError, ValueError) as exc:
+        extra = f", x264_params='{cfg.x264_params}'" if cfg.x264_params else ""
         raise OutputError(f"the H.264 encoder refuses the output settings (crf={cfg.crf}, "
-                          f"preset='{cfg.preset}', pixel_format='{cfg.pixel_format}': "
+                          f"preset='{cfg.preset}', pixel_format='{cfg.pixel_format}'{extra}: "
                           f"{_ffmpeg_reason(exc)})",
                           "presets: ultrafast, superfast, veryfast, faster, fast, medium, slow, "
                           "slower, veryslow; crf 0-51; pixel_format yuv420p (most compatible), "
                           "yuv422p or yuv444p") from None
+
+
+def encoder_options(cfg: OutputConfig) -> dict:
+    """libx264's options for ``cfg``: crf, preset and any ``x264_params``."""
+    opts = {"crf": str(cfg.crf), "preset": str(cfg.preset)}
+    if cfg.x264_params:
+        opts["x264-params"] = str(cfg.x264_params)
+    return opts
 
 
 def _aac_rate(rate: int) -> int:
@@ -142,8 +151,7 @@ class VideoWriter:
         except Exception:
             raise OutputError("this PyAV build has no libx264 encoder",
                               "install the PyAV wheel from PyPI ('pip install av'), which includes it") from None
-        opts = {"crf": str(cfg.crf), "preset": str(cfg.preset)}
-        vs = self.container.add_stream("libx264", rate=self.fps, options=opts)
+        vs = self.container.add_stream("libx264", rate=self.fps, options=encoder_options(cfg))
         vs.width, vs.height = self._enc_w, self._enc_h
         vs.pix_fmt = cfg.pixel_format
         cc = vs.codec_context
