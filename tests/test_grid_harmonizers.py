@@ -92,6 +92,64 @@ def test_default_darkens_the_person_in_the_dark_cafe(asset, person):
     assert out[fg].mean() < comp[fg].mean() - 2
 
 
+def test_phnet_grid_applies_the_global_transform_closest_to_its_grid(asset, person):
+    """phnet-grid publishes one 3x4 transform: the least-squares fit over the person to what
+    the model's own grid (phnet-grid-local) does there; so the person's mean colour moves
+    the same way under both."""
+    from vidharm.config import HarmonizerConfig
+    from vidharm.registry import registry
+    comp, mask = _on(person, _photo(asset, "sample-background", person[0].shape))
+    glob, local = (registry.harmonizers.create(n, HarmonizerConfig(name=n, device="cpu")).fit(comp, mask)
+                   for n in ("phnet-grid", "phnet-grid-local"))
+    assert glob.shape == (1, 1) and local.shape == (4, 4)
+    fg = mask > 0.5
+    a, b = apply_grid(comp, mask, glob)[fg].mean(0), apply_grid(comp, mask, local)[fg].mean(0)
+    assert np.abs(a - b).max() < 1.0 and np.abs(b - comp[fg].mean(0)).max() > 2.0
+
+
+def test_the_onnx_export_is_the_shipped_model_without_torch(asset, person, tmp_path):
+    """The shipped phnet-grid on the CPU runs from weights/phnet-grid.onnx through OpenCV
+    (no torch imported); its grids match torch's on real composites (a stale export after
+    new weights fails here: run scripts/export_onnx.py)."""
+    import subprocess
+    import sys
+    from vidharm.config import HarmonizerConfig
+    from vidharm.models.onnx_grid import OnnxGridRunner
+    from vidharm.models.runner import ModelRunner
+    from vidharm.registry import registry
+    h = registry.harmonizers.create("phnet-grid", HarmonizerConfig(device="cpu"))
+    assert isinstance(h.net, OnnxGridRunner) and h.device == "cpu"
+    ref = ModelRunner.from_pretrained("phnet-grid", device="cpu")
+    frame, mask = person
+    for name in ("sample-background", "bg-6830376"):
+        comp, _ = _on(person, _photo(asset, name, frame.shape))
+        for m in (mask, mask[::-1].copy(), (mask > 0.5).astype(np.float32)):
+            c, _, _ = h.net.predict(comp, m)
+            with torch.inference_mode():
+                img, mt, _, _ = ref._to_tensor(comp, m)
+                want = ref.model.predict_grid(img, mt)[0].numpy()
+            assert np.abs(c - want).max() < 1e-4
+            assert np.abs(h.fit(comp, m).coeffs - ref.fit(comp, m).coeffs).max() < 1e-3
+    # --weights (a file) and phnet-grid-local with CUDA asked for stay with torch
+    assert isinstance(registry.harmonizers.create(
+        "phnet-grid", HarmonizerConfig(device="cpu", weights=str(ref_path()))).net, ModelRunner)
+    code = ("import sys, numpy as np\n"
+            "from vidharm.config import HarmonizerConfig\n"
+            "from vidharm.registry import registry\n"
+            "h = registry.harmonizers.create('phnet-grid', HarmonizerConfig(device='cpu'))\n"
+            "g = h.fit(np.full((90, 160, 3), 120, np.uint8), np.pad(np.ones((60, 80), np.float32), ((30, 0), (40, 40))))\n"
+            "assert g.shape == (1, 1) and np.isfinite(g.coeffs).all()\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
+def ref_path():
+    from vidharm.models import shipped_weights
+    return shipped_weights("phnet-grid")
+
+
 # ---------------------------------------------------------------------------------- light
 
 

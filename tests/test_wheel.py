@@ -58,7 +58,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     (whl,) = wheels.glob("vidharm-*.whl")
     names = set(zipfile.ZipFile(whl).namelist())
     for member in ("vidharm/profiles/call-cpu.toml", "vidharm/profiles/creator-quality.toml",
-                   "vidharm/weights/phnet-lite.safetensors", "vidharm/commands/doctor.py",
+                   "vidharm/weights/phnet-lite.safetensors", "vidharm/weights/phnet-grid.onnx",
+                   "vidharm/weights/phnet-grid.safetensors", "vidharm/commands/doctor.py",
                    "vidharm_plugins/sinks.py"):
         assert member in names, f"{member} is not in the wheel"
 

@@ -205,6 +205,9 @@ def _make_sink(name, size, fps, output, cfg):
 
 
 def _cuda_available() -> bool:
+    from ..models.onnx_grid import cuda_possible
+    if not cuda_possible():      # no NVIDIA driver: settled without importing torch (~1 s)
+        return False
     try:
         from ..models.runner import resolve_device
         return resolve_device("auto") == "cuda"

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..color import ColorGrid
 from ..errors import InputError
+from ..models.onnx_grid import onnx_runner
 from ..models.runner import ModelRunner
 from .base import BaseHarmonizer
 
@@ -30,10 +31,14 @@ class LearnedHarmonizer(BaseHarmonizer):
         from ..config import HarmonizerConfig
         self.cfg = cfg or HarmonizerConfig()
         spec = self.cfg.weights or self.default_weights
-        self.net = ModelRunner.from_pretrained(spec, device=self.cfg.device,
-                                               work_size=self.cfg.work_size,
-                                               grid=(self.cfg.grid, self.cfg.grid),
-                                               local=self.local)
+        # the shipped phnet-grid on the CPU runs without torch (vidharm.models.onnx_grid)
+        self.net = onnx_runner(spec, self.cfg.device, self.cfg.work_size, local=self.local) \
+            if "grid" in (self.archs or ()) else None
+        if self.net is None:
+            self.net = ModelRunner.from_pretrained(spec, device=self.cfg.device,
+                                                   work_size=self.cfg.work_size,
+                                                   grid=(self.cfg.grid, self.cfg.grid),
+                                                   local=self.local)
         self.name = self.net.name
         self.device = self.net.device
         self._check_arch()

@@ -33,6 +33,17 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def applied_grid(coeffs: np.ndarray, small: np.ndarray, msmall: np.ndarray,
+                 local: bool = False) -> ColorGrid:
+    """A grid model's prediction ``coeffs`` (gh, gw, 3, 4) as vidharm applies it: its own
+    grid (``local``) or the one global transform closest to it over the person, fitted on
+    the composite and matte at the working size (``small`` uint8, ``msmall`` float)."""
+    grid = ColorGrid(np.ascontiguousarray(coeffs, np.float32))
+    if local or grid.shape == (1, 1):
+        return grid
+    return global_refit(grid, small, msmall.astype(np.float32, copy=False))[0]
+
+
 class ModelRunner:
     """A harmonization network plus the full-resolution colour-transform fitting.
 
@@ -128,12 +139,7 @@ class ModelRunner:
                         self.grid, ridge=1e-3)
 
     def _as_applied(self, coeffs: np.ndarray, small: np.ndarray, msmall: np.ndarray) -> ColorGrid:
-        """A grid model's prediction as applied: its own grid (``local``) or the global
-        transform closest to it over the person at the network's input."""
-        grid = ColorGrid(np.ascontiguousarray(coeffs))
-        if self.local or grid.shape == (1, 1):
-            return grid
-        return global_refit(grid, small, msmall.astype(np.float32, copy=False))[0]
+        return applied_grid(coeffs, small, msmall, self.local)
 
     def __call__(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
         comp, m = _check_pair(composite, mask)
