@@ -145,6 +145,30 @@ def test_the_onnx_export_is_the_shipped_model_without_torch(asset, person, tmp_p
     assert out.stdout.strip() == "False"
 
 
+def test_training_projection_is_the_global_refit_vidharm_applies(asset, person):
+    """``vidharm train --apply global`` trains on the image after the global projection
+    (gridnet.project_global, differentiable): it equals color.global_refit, which phnet-grid
+    applies, on a real composite and the shipped model's grid; gradients reach the model."""
+    import cv2
+    from vidharm.color import global_refit
+    from vidharm.models.runner import ModelRunner
+    from vidharm.models.gridnet import project_global
+    comp, mask = _on(person, _photo(asset, "sample-background", person[0].shape))
+    small = cv2.resize(comp, (64, 64), interpolation=cv2.INTER_AREA)
+    msmall = cv2.resize(mask, (64, 64), interpolation=cv2.INTER_AREA)
+    model = ModelRunner.from_pretrained("phnet-grid", device="cpu").model
+    x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
+    m = torch.from_numpy(msmall)[None, None]
+    coeffs = model.predict_grid(x, (m > 0.5).float())
+    g = project_global(x, m, coeffs)
+    assert g.shape == (1, 1, 1, 3, 4)
+    want = global_refit(ColorGrid(coeffs[0].detach().numpy()), small, msmall, short_side=64)[0]
+    assert np.abs(g[0].detach().numpy() - want.coeffs).max() < 2e-3
+    g.sum().backward()
+    assert model.head.local_out.weight.grad is not None
+    assert float(model.head.local_out.weight.grad.abs().sum()) > 0
+
+
 def ref_path():
     from vidharm.models import shipped_weights
     return shipped_weights("phnet-grid")

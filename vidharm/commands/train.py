@@ -46,17 +46,21 @@ Examples:
 @click.option("--loss", "grid_loss", type=click.Choice(["published", "per-image"]), default="published",
               show_default=True,
               help="phnet-grid: per-image = the PSNR term per image (mean), not pooled over the batch.")
+@click.option("--apply", "grid_apply", type=click.Choice(["grid", "global"]), default="grid",
+              show_default=True,
+              help="phnet-grid: the loss on the model's own grid applied, or on the one global "
+                   "transform closest to it (what phnet-grid applies).")
 def command(no_progress, schedule, temporal_weight, recipe_weights, augment_scale, augment_share,
-            grid_loss, **kw):
+            grid_loss, grid_apply, **kw):
     """Train with the published recipe (PSNR + FN-MSE + gradient loss, Lion), checkpoints,
     CSV/TensorBoard logs and validation PSNR/fMSE; writes OUT_DIR/final.safetensors."""
     from ..models import model_config
     if model_config(kw["model"]).get("arch") == "grid":
-        _train_grid(kw, recipe_weights, augment_scale, augment_share, grid_loss)
+        _train_grid(kw, recipe_weights, augment_scale, augment_share, grid_loss, grid_apply)
         return
-    if grid_loss != "published":
+    if grid_loss != "published" or grid_apply != "grid":
         from ..errors import InputError
-        raise InputError(f"--loss {grid_loss} is for phnet-grid models", "drop --loss")
+        raise InputError("--loss and --apply are for phnet-grid models", "drop them")
     from ..training.data import TRAIN_CLIPS
     from ..training.train import TrainConfig, train
     cfg = TrainConfig(**kw, lr_schedule=schedule, progress=not no_progress,
@@ -68,7 +72,8 @@ def command(no_progress, schedule, temporal_weight, recipe_weights, augment_scal
 
 
 def _train_grid(kw: dict, recipe_weights: str | None, augment_scale: float | None,
-                augment_share: float | None, grid_loss: str = "published") -> None:
+                augment_share: float | None, grid_loss: str = "published",
+                grid_apply: str = "grid") -> None:
     """Models that predict the colour grid train on the recipe pairs (vidharm.training.grid_train)."""
     import json
 
@@ -89,6 +94,7 @@ def _train_grid(kw: dict, recipe_weights: str | None, augment_scale: float | Non
     if augment_share is not None:
         extra["p_augment"] = augment_share
     extra["loss"] = grid_loss
+    extra["apply"] = grid_apply
     cfg = GridTrainConfig(model=kw["model"], data_dir=kw["data_dir"] or "", out_dir=kw["out_dir"],
                           steps=kw["steps"], batch=kw["batch_size"], lr=kw["lr"], seed=kw["seed"],
                           val_every=kw["val_every"], workers=min(kw["num_workers"], 1),

@@ -133,6 +133,31 @@ def apply_coeffs(image: Tensor, mask: Tensor, coeffs: Tensor) -> Tensor:
     return image + mask * (t - image)
 
 
+def project_global(image: Tensor, mask: Tensor, coeffs: Tensor, ridge: float = 1e-2) -> Tensor:
+    """The one 3x4 transform per image closest, over the person (weights ``mask``), to what
+    the grid ``coeffs`` (B, gh, gw, 3, 4) does to ``image``: differentiable weighted least
+    squares with a ridge toward the mean of the cells, as :func:`vidharm.color.global_refit`
+    (what phnet-grid applies, :func:`vidharm.models.runner.applied_grid`) -> (B, 1, 1, 3, 4)."""
+    b, gh, gw = coeffs.shape[:3]
+    h, w = image.shape[-2:]
+    planes = coeffs.reshape(b, gh, gw, 12).permute(0, 3, 1, 2)
+    wy = interp_weights(h, gh, image.device, image.dtype)
+    wx = interp_weights(w, gw, image.device, image.dtype)
+    a = torch.matmul(torch.matmul(wy, planes), wx.t()).reshape(b, 3, 4, h, w)
+    y = ((a[:, :, :3] * image.unsqueeze(1)).sum(2) + a[:, :, 3]).flatten(2).transpose(1, 2)
+    x4 = torch.cat([image, torch.ones_like(image[:, :1])], 1).flatten(2).transpose(1, 2)
+    wt = mask.flatten(1)                                                  # (B, N)
+    xtx = torch.einsum("bn,bni,bnj->bij", wt, x4, x4)
+    xty = torch.einsum("bn,bni,bnj->bij", wt, x4, y)
+    eye = torch.eye(4, device=image.device, dtype=image.dtype)
+    scale = eye.clone()
+    scale[3, 3] = 0.1                                                     # offsets are cheap
+    lam = ridge * wt.sum(1).clamp_min(1.0)[:, None, None] * scale
+    prior = coeffs.reshape(b, gh * gw, 3, 4).mean(1)                      # (B, 3, 4)
+    sol = torch.linalg.solve(xtx + lam + 1e-6 * eye, xty + lam @ prior.transpose(1, 2))
+    return sol.transpose(1, 2).reshape(b, 1, 1, 3, 4)
+
+
 def _stage(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.LeakyReLU(0.1),
                          nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.1))

