@@ -48,7 +48,7 @@ Example:
 """)
 @click.option("--sizes", default="360,720", show_default=True, help="Frame heights (16:9).")
 @click.option("--frames", default=150, show_default=True, help="Frames per size.")
-@click.option("--harmonizer", default="stats", show_default=True)
+@click.option("--harmonizer", default="phnet-grid", show_default=True)
 @click.option("--profile", "-p", default="call-cpu", show_default=True)
 @click.option("--background", "-b", default=None, help="Default: the sample background.")
 def bench_transcode(sizes, frames, harmonizer, profile, background):
