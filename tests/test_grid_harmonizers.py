@@ -366,3 +366,17 @@ def test_grid_training_refuses_an_unknown_loss(tmp_path):
     with pytest.raises(ConfigError, match="per_image"):
         train_grid(GridTrainConfig(loss="per_image", out_dir=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_onnx_export_falls_back_to_torch(tmp_path, monkeypatch, caplog):
+    """If OpenCV cannot read the export, phnet-grid still runs (with torch) and says why."""
+    import vidharm.models.onnx_grid as og
+    from vidharm.config import HarmonizerConfig
+    from vidharm.models.runner import ModelRunner
+    from vidharm.registry import registry
+    (tmp_path / "phnet-grid.onnx").write_bytes(b"not a model")
+    monkeypatch.setattr(og, "WEIGHTS_DIR", tmp_path)
+    with caplog.at_level("WARNING", logger="vidharm.models"):
+        h = registry.harmonizers.create("phnet-grid", HarmonizerConfig(device="cpu"))
+    assert isinstance(h.net, ModelRunner)
+    assert "could not be loaded" in caplog.text

@@ -58,7 +58,14 @@ def onnx_runner(spec: str, device: str, work_size: int, local: bool = False):
     path = WEIGHTS_DIR / name
     if not path.is_file():
         return None
-    return OnnxGridRunner(path, work_size=work_size, local=local)
+    try:
+        return OnnxGridRunner(path, work_size=work_size, local=local)
+    except Exception as exc:          # an OpenCV without DNN, a damaged file: torch runs it
+        import logging
+        logging.getLogger("vidharm.models").warning(
+            "phnet-grid's ONNX export could not be loaded (%s); running it with torch",
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
 
 
 class OnnxGridRunner:
