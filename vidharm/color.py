@@ -311,12 +311,13 @@ def diagonal_refit(grid: ColorGrid, comp: np.ndarray, mask: np.ndarray, short_si
     one (four 3-channel coefficient fields and three products per pixel instead of two and
     one: 8.0 vs 4.6 ms CPU per 720p frame, ``bench/bench_live.py --stages``), which on a
     2-core CPU is much of the margin between 30 fps and dropped frames. The diagonal
-    grid is fitted to what the full grid does to this frame's person: per cell (the same soft
-    cell weights as :func:`vidharm.color.fit_grid`) and per channel, ``T(x)_c ~ a x_c + b``,
-    least squares over the mask at ``short_side`` px (64: 0.8 ms a fit; 96 took 2.0 ms for
-    coefficients within 0.001 and the same error), with a ridge toward the full grid's own
-    diagonal where there is little evidence. Returns the grid and the mean absolute error of
-    the approximation over the person, in grey levels (0..255).
+    grid is fitted to what the full grid, interpolated as the apply interpolates it, does to
+    this frame's person: per channel ``T(x)_c ~ a(p) x_c + b(p)`` with ``a``, ``b`` blended
+    bilinearly between the cells as applied, all cells at once, least squares over the mask
+    at ``short_side`` px, with a ridge toward the full grid's own diagonal where there is
+    little evidence. Returns the grid and the mean absolute error of the approximation over
+    the person, in grey levels (0..255): on frames of the sample clip with phnet-grid-local's
+    grid 0.81, and the picture 0.79 grey levels from the full grid's.
     """
     s = _RefitSamples(grid, comp, mask, short_side)
     return s.diagonal(ridge)
@@ -327,9 +328,7 @@ def cheap_refits(grid: ColorGrid, comp: np.ndarray, mask: np.ndarray, short_side
     """Both cheap forms of the full affine ``grid`` on this frame, each with its mean error
     over the person in grey levels: the per-channel grid (:func:`diagonal_refit`) and one
     global 3x4 transform (a 1x1 grid: one ``cv2.transform`` at full resolution, 0.4 ms per
-    720p frame where the per-channel 4x4 grid takes 2.7). On real frames of the sample clip
-    on five backgrounds the global form was as close or closer in 60 % of fits (mean error
-    1.31 against 1.22 grey levels, the model's own effect 8.2)."""
+    720p frame where the per-channel 4x4 grid takes 2.7)."""
     s = _RefitSamples(grid, comp, mask, short_side)
     return s.diagonal(ridge), s.global_affine(ridge)
 

@@ -43,7 +43,6 @@ def cheap_form(grid_mode: str, device: str) -> bool:
     return grid_mode == "diagonal"
 
 
-
 @dataclass(frozen=True)
 class FitJob:
     """One frame for the harmonizer: the arrays as the frame loop has them (never written

@@ -58,12 +58,14 @@ class FramePipeline:
     the caller. ``video=True``: temporal smoothing of mask and grid, MediaPipe's VIDEO mode;
     stills use ``video=False``. Errors propagate (a file fails; it is never quietly wrong).
 
-    ``grid_mode`` (video only; stills apply the full grid): as the live engine's ``--grid``:
-    "auto" publishes, with the model on the CPU, one global 3x4 transform while it is about
-    as close to the model's grid as per-channel grids, else those (:class:`GridFitter`).
-    On the held-out recipes that form scores as well as the full grid or better (FFHQH
-    30.38 vs 30.26 dB, light change 31.37 vs 31.16, unedited 33.43 vs 33.15) and it costs a
-    fraction of the full grid's apply (720p: about 1 ms per frame instead of 8).
+    ``grid_mode`` (video only; stills apply the grid as the harmonizer gives it): as the live
+    engine's ``--grid``. For a harmonizer that gives a full affine grid (phnet-grid-local,
+    phnet-lite, fmm; phnet-grid itself gives one global transform), "auto" with the model on
+    the CPU publishes a cheap form fitted to it (:class:`GridFitter`): one global 3x4
+    transform while that is about as close as per-channel grids, else those; at 720p about
+    1-4 ms per frame to apply instead of 8, the picture within a grey level of the full
+    grid's (tests/test_transcode.py). ``cfg.harmonizer.offline_hz``: fits per second of video
+    (0: every frame; see :class:`SyncGrids`).
     """
 
     def __init__(self, cfg: Config, background, video: bool = True, segmenter=None,
@@ -80,7 +82,8 @@ class FramePipeline:
         tuning = tuning or SmoothingTuning(mode="adaptive" if video else "off")
         fitter = GridFitter(self.harmonizer, tuning)
         device = getattr(self.harmonizer, "device", None) or cfg.harmonizer.device
-        fitter.diagonal = video and cheap_form(grid_mode, device if device == "cuda" else "cpu")
+        cheap = cheap_form(grid_mode, "cuda" if device == "cuda" else "cpu")
+        fitter.diagonal = video and cheap
         fitter.allow_global = grid_mode == "auto"
         self.grids = SyncGrids(fitter, cfg.harmonizer.offline_hz if video else 0.0)
         self.graph = FrameGraph(cfg, self.background, self.segmenter, grids=self.grids,
