@@ -15,3 +15,5 @@ $V train --model phnet-grid --steps 5000 --batch-size 32 --lr 1e-3 --val-every 2
   --recipe-weights '{"ffhqh": 0.28, "light-person": 0.2, "light-scene": 0.24, "unedited": 0.28}' \
   --out-dir runs/grid-ft
 cp runs/grid-ft/phnet-grid.safetensors vidharm/weights/phnet-grid.safetensors
+# 3. the ONNX export the CPU runs without torch (needs `pip install onnx`; checked against torch)
+.venv/bin/python scripts/export_onnx.py
