@@ -387,9 +387,10 @@ class _RefitSamples:
         for ch in range(3):
             xc = x[:, ch].astype(np.float64)
             design = np.concatenate([bil * xc, bil], 0)                   # (2K, N)
-            gram = (np.concatenate([bw * xc, bw], 0) @ design.T)          # (2K, 2K)
+            weighted = np.concatenate([bw * xc, bw], 0)                   # design * m
             prior = np.concatenate([c[:, ch, ch], c[:, ch, 3]])
-            rhs = np.concatenate([bw * xc, bw], 0) @ y[:, ch] + reg * prior
+            gram = weighted @ design.T                                    # (2K, 2K)
+            rhs = weighted @ y[:, ch] + reg * prior
             sol = np.linalg.solve(gram + np.diag(reg + 1e-9), rhs)
             out[:, ch, ch], out[:, ch, 3] = sol[:k], sol[k:]
         per_px = (bil.T @ out.reshape(k, 12)).reshape(-1, 3, 4)

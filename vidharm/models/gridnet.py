@@ -122,15 +122,21 @@ def apply_coeffs(image: Tensor, mask: Tensor, coeffs: Tensor) -> Tensor:
     """``x + m * (T(x) - x)`` for coefficients (B, gh, gw, 3, 4), interpolated bilinearly
     between cell centres (clamped at the border) exactly as :func:`vidharm.color.apply_grid`:
     separable, ``Wy @ C @ Wx^T`` per coefficient plane."""
+    a = _pixel_coeffs(image, coeffs)
+    x = image.unsqueeze(1)                                                   # (B,1,3,H,W)
+    t = ((a[:, :, :3] * x).sum(2) + a[:, :, 3]).clamp(0.0, 1.0)      # T(x), clipped as applied
+    return image + mask * (t - image)
+
+
+def _pixel_coeffs(image: Tensor, coeffs: Tensor) -> Tensor:
+    """Each pixel's (3, 4) transform, (B, 3, 4, H, W): the cells' coefficients interpolated
+    bilinearly between cell centres (clamped at the border), ``Wy @ C @ Wx^T`` per plane."""
     b, gh, gw = coeffs.shape[:3]
     h, w = image.shape[-2:]
     planes = coeffs.reshape(b, gh, gw, 12).permute(0, 3, 1, 2)              # (B,12,gh,gw)
     wy = interp_weights(h, gh, image.device, image.dtype)
     wx = interp_weights(w, gw, image.device, image.dtype)
-    a = torch.matmul(torch.matmul(wy, planes), wx.t()).reshape(b, 3, 4, h, w)
-    x = image.unsqueeze(1)                                                   # (B,1,3,H,W)
-    t = ((a[:, :, :3] * x).sum(2) + a[:, :, 3]).clamp(0.0, 1.0)      # T(x), clipped as applied
-    return image + mask * (t - image)
+    return torch.matmul(torch.matmul(wy, planes), wx.t()).reshape(b, 3, 4, h, w)
 
 
 def project_global(image: Tensor, mask: Tensor, coeffs: Tensor, ridge: float = 1e-2) -> Tensor:
@@ -139,11 +145,7 @@ def project_global(image: Tensor, mask: Tensor, coeffs: Tensor, ridge: float = 1
     squares with a ridge toward the mean of the cells, as :func:`vidharm.color.global_refit`
     (what phnet-grid applies, :func:`vidharm.models.runner.applied_grid`) -> (B, 1, 1, 3, 4)."""
     b, gh, gw = coeffs.shape[:3]
-    h, w = image.shape[-2:]
-    planes = coeffs.reshape(b, gh, gw, 12).permute(0, 3, 1, 2)
-    wy = interp_weights(h, gh, image.device, image.dtype)
-    wx = interp_weights(w, gw, image.device, image.dtype)
-    a = torch.matmul(torch.matmul(wy, planes), wx.t()).reshape(b, 3, 4, h, w)
+    a = _pixel_coeffs(image, coeffs)
     y = ((a[:, :, :3] * image.unsqueeze(1)).sum(2) + a[:, :, 3]).flatten(2).transpose(1, 2)
     x4 = torch.cat([image, torch.ones_like(image[:, :1])], 1).flatten(2).transpose(1, 2)
     wt = mask.flatten(1)                                                  # (B, N)
