@@ -52,9 +52,10 @@ Linux: the virtual camera needs v4l2loopback, once per boot:
               help="Cap on harmonizer refreshes per second (default: 15 on CPU, none on CUDA).")
 @click.option("--grid", "grid_mode", type=click.Choice(["auto", "full", "diagonal"]),
               default="auto", show_default=True,
-              help="Colour transform applied per frame: full affine, or per-channel "
-                   "gain/offset (about half the cost per frame); auto = on the CPU one global "
-                   "transform while it is about as close, else per-channel.")
+              help="How a full 4x4 colour grid (phnet-grid-local, phnet-lite, fmm) is applied "
+                   "per frame: full affine, or per-channel gain/offset (about half the cost); "
+                   "auto = on the CPU one global transform while it is about as close, else "
+                   "per-channel. phnet-grid gives one global transform already.")
 @click.option("--no-harmonize", is_flag=True, help="Start with harmonization off (A/B).")
 @click.option("--no-mjpg", is_flag=True, help="Do not ask the camera for MJPG.")
 @pipeline_options
