@@ -145,6 +145,12 @@ class GridFitter:
     def tuning(self) -> SmoothingTuning:
         return self.tracker.tuning
 
+    def set_grid_mode(self, grid_mode: str, device: str) -> None:
+        """What to publish for a ``--grid`` mode with the model on ``device``: a cheap form
+        (:func:`cheap_form`), the global one allowed only with "auto"."""
+        self.diagonal = cheap_form(grid_mode, device)
+        self.allow_global = grid_mode == "auto"
+
     @property
     def global_share(self) -> float | None:
         return self._global_fits / self._cheap_fits if self._cheap_fits else None

@@ -133,7 +133,7 @@ class HarmonizerWorker:
                  max_hz: float | str | None = "auto", threaded: bool = True,
                  cpu_budget: float | None = CPU_BUDGET,
                  grid_mode: str = "auto", every: int = 1):
-        cheap_form(grid_mode, "cpu")              # refuses an unknown mode at once
+        cheap_form(grid_mode, "cpu")              # refuses an unknown mode before any model loads
         self.cfg = cfg
         self._factory = factory or default_harmonizer_factory
         self.tuning = tuning or SmoothingTuning()
@@ -144,8 +144,7 @@ class HarmonizerWorker:
         self.threaded = threaded
         self.every = max(1, int(every))
         self.fitter = GridFitter(self._build(cfg), self.tuning)
-        self.fitter.diagonal = self.diagonal
-        self.fitter.allow_global = grid_mode == "auto"
+        self.fitter.set_grid_mode(grid_mode, self.device)
         self._auto_hz = max_hz == "auto"
         self._set_auto_hz()
         self.latest: GridSnapshot | None = None
@@ -275,7 +274,7 @@ class HarmonizerWorker:
             return
         old, self.fitter.harmonizer = self.harmonizer, h
         self.cfg = cfg
-        self.fitter.diagonal = self.diagonal
+        self.fitter.set_grid_mode(self.grid_mode, self.device)
         self._close_harmonizer(old)
         self._set_auto_hz()
         self.force_cut()
