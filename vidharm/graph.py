@@ -193,7 +193,7 @@ class FrameGraph:
     def segment(self, rgb: np.ndarray, t: float | None, refine: bool = False) -> "Segmented":
         """The first half of :meth:`process`: segmentation, its checks and the person check,
         and with ``refine`` the mask's refinement and smoothing too. Offline it may run ahead
-        on another thread (the decoder's), in frame order, while :meth:`process` finishes the
+        on another thread (the transcoder's prepare thread), in frame order, while :meth:`process` finishes the
         frame before; nothing it touches is used by the rest (the refiner then belongs to
         that thread: every frame must come through here, in order)."""
         t = 0.0 if t is None else float(t)
@@ -353,8 +353,8 @@ class FrameGraph:
         first-call costs do not fall on the first real frames: OpenCV kernel set-up and the
         first touch of every large buffer (the heap keeps them for the next frames). Twice
         through the refiner (the second call runs the temporal smoother), with a mask
-        covering nearly the whole frame (the largest box a person can give) and both grid
-        kinds: before, the second real 1080p frame took 181 ms (refine 54, apply 123) and
+        covering nearly the whole frame (the largest box a person can give) and every grid
+        kind (4x4 per-channel, 4x4 full, one global transform): before, the second real 1080p frame took 181 ms (refine 54, apply 123) and
         three camera frames were dropped at every start."""
         w, h = size
         try:
@@ -368,7 +368,7 @@ class FrameGraph:
             diagonal[..., [0, 1, 2], [0, 1, 2]] = 0.9
             full = diagonal.copy()
             full[..., 0, 1] = 0.05
-            for coeffs in (diagonal, full):
+            for coeffs in (diagonal, full, full[:1, :1]):   # 4x4 per-channel, 4x4 full, global
                 apply_grid_fused(frame, np.asarray(bg), mask, ColorGrid(coeffs))
             if self.person_check is not None:
                 size = self._input_size()

@@ -14,7 +14,7 @@ import numpy as np
 
 from .composite import BackgroundProvider, composite, make_background
 from .config import Config
-from .fitting import GridFitter, SyncGrids, cheap_form
+from .fitting import GridFitter, SyncGrids
 from .graph import STAGES as GRAPH_STAGES
 from .graph import FrameGraph
 from .protocols import Closable
@@ -82,9 +82,8 @@ class FramePipeline:
         tuning = tuning or SmoothingTuning(mode="adaptive" if video else "off")
         fitter = GridFitter(self.harmonizer, tuning)
         device = getattr(self.harmonizer, "device", None) or cfg.harmonizer.device
-        cheap = cheap_form(grid_mode, "cuda" if device == "cuda" else "cpu")
-        fitter.diagonal = video and cheap
-        fitter.allow_global = grid_mode == "auto"
+        fitter.set_grid_mode(grid_mode, "cuda" if device == "cuda" else "cpu")
+        fitter.diagonal = fitter.diagonal and video          # stills: the grid as given
         self.grids = SyncGrids(fitter, cfg.harmonizer.offline_hz if video else 0.0)
         self.graph = FrameGraph(cfg, self.background, self.segmenter, grids=self.grids,
                                 video=video, strict=True)
@@ -93,7 +92,7 @@ class FramePipeline:
         self._last_rgb: np.ndarray | None = None
 
     def prepare(self, rgb: np.ndarray, t: float | None = None):
-        """Segment a frame and refine its mask ahead (the transcoder calls this on its decoder
+        """Segment a frame and refine its mask ahead (the transcoder calls this on its prepare
         thread, in frame order; the result goes back in with the same frame:
         ``pipeline(rgb, t, prepared)``). Once called, every frame must come through here:
         the mask's temporal smoothing then runs on that thread."""

@@ -288,8 +288,8 @@ def transcode_file(src: str, dst: str | os.PathLike, make_processor: ProcessorFa
         input=src, output=str(dst), status="ok", frames=loop.frames,
         duration=(reader.end_time or 0.0) - info.start_time, seconds=total,
         audio=writer.audio_mode,
-        # decode: the decoder thread's own time (overlapping processing); decode_wait: how long
-        # the frame loop waited for it
+        # decode / prepare: the decoder's and the prepare thread's own time (overlapping
+        # processing); decode_wait: how long the frame loop waited for them
         timings={"probe": probe_s, "decode": loop.decode_busy[0],
                  "prepare": loop.prepare_busy[0], "decode_wait": loop.decode_wait,
                  "process": loop.process,
@@ -361,7 +361,7 @@ def _run_frames(reader: VideoReader, proc: FrameProcessor, writer: ThreadedWrite
 
 def _prepared(reader, prepare):
     """(rgb, t, idx, prepare(rgb, t)) for every frame of ``reader`` (runs where it is
-    iterated: on the decoder thread); closing it closes the reader's iterator there too."""
+    iterated: on the prepare thread); closing it closes the reader's iterator there too."""
     it = iter(reader)
     try:
         for rgb, t, idx in it:

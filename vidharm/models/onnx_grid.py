@@ -3,8 +3,8 @@
 
 Importing torch costs about a second of every command's start and a few hundred MB; its
 per-operation overhead is most of a small model's time. The same network through OpenCV:
-0.5 ms per refresh where torch takes 1.3 (one thread, this 2-core CPU), results within
-1e-6 (``tests/test_grid_harmonizers.py`` compares the two on real frames).
+0.5 ms per forward where torch takes 1.3 (one thread, this 2-core CPU); the grids agree
+within 1e-4 (``tests/test_grid_harmonizers.py`` compares the two on real composites).
 
 :class:`OnnxGridRunner` does what :class:`vidharm.models.runner.ModelRunner` does for grid
 models: the composite and matte down to the working size (area), the matte binarised there,
