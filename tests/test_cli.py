@@ -133,7 +133,8 @@ def test_stills_composite_and_harmonize(asset, sample_frame, tmp_path):
     person = tmp_path / "person.png"
     save_image(person, sample_frame)
     comp, mask = tmp_path / "comp.png", tmp_path / "mask.png"
-    r = run_cli("composite", person, asset("sample-background"), "-o", comp, "--mask-out", mask)
+    r = run_cli("composite", person, asset("sample-background"), "-o", comp, "--mask-out", mask,
+                "--harmonizer", "none")
     assert r.returncode == 0, r.stderr
     c, m = load_image(comp), load_image(mask)[..., 0]
     assert c.shape == sample_frame.shape and 0.1 < (m > 127).mean() < 0.7
@@ -149,6 +150,26 @@ def test_stills_composite_and_harmonize(asset, sample_frame, tmp_path):
     r = run_cli("harmonize", comp, small, "-o", tmp_path / "x.png")
     assert r.returncode == 2 and "mask" in r.stderr and r.stderr.count("\n") == 1
     assert not (tmp_path / "x.png").exists()
+
+
+def test_composite_harmonizes_relative_to_the_persons_own_photo(sample_frame, tmp_path):
+    """`vidharm composite` harmonizes with the default (phnet-grid) relative to the person's
+    own photo: on a background that is that photo the person is left exactly as they are;
+    from the composite alone (--absolute) phnet-grid changes them."""
+    from vidharm.imageio import load_image, save_image
+    person = tmp_path / "person.png"
+    save_image(person, sample_frame)
+    outs = {}
+    for name, flags in (("plain", ("--harmonizer", "none")), ("relative", ()),
+                        ("absolute", ("--absolute",))):
+        outs[name] = tmp_path / f"{name}.png"
+        r = run_cli("composite", person, person, "-o", outs[name], "--mask-out",
+                    tmp_path / f"{name}_mask.png", *flags)
+        assert r.returncode == 0, r.stderr
+    plain, rel, ab = (load_image(outs[k]).astype(int) for k in ("plain", "relative", "absolute"))
+    m = load_image(tmp_path / "plain_mask.png")[..., 0] > 127
+    assert np.array_equal(rel, plain)
+    assert np.abs(ab - plain)[m].mean() > 3
 
 
 def test_help_shows_examples():

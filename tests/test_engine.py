@@ -258,7 +258,8 @@ def test_flaky_sink_is_retried_and_a_dead_one_ends_the_run(asset, caplog):
 
 
 class FlakyHarmonizer:
-    """First fit: a strong darkening grid; then every fit raises."""
+    """The first job (two fits, relative: the composite, then the camera frame): a strong
+    darkening grid relative to the identity; then every fit raises."""
 
     name = "flaky"
 
@@ -271,6 +272,8 @@ class FlakyHarmonizer:
         if self.calls == 1:
             return ColorGrid(ColorGrid.identity(2, 2).coeffs * np.array([0.5, 0.5, 0.5, 0],
                                                                         np.float32)[None, None, None])
+        if self.calls == 2:
+            return ColorGrid.identity(2, 2)
         raise ValueError("model blew up")
 
     def reset(self):

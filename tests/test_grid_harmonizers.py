@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from vidharm.color import ColorGrid, apply_grid
+from vidharm.color import IDENTITY, ColorGrid, apply_grid
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,51 @@ def test_default_darkens_the_person_in_the_dark_cafe(asset, person):
     out = h(comp, mask)
     fg = mask > 0.5
     assert out[fg].mean() < comp[fg].mean() - 2
+
+
+def test_relative_to_the_persons_own_frame(asset, person):
+    """vidharm applies the harmonizer relative to the frame the person was cut from. In their
+    own room nothing changes (on the composite alone phnet-grid brightens this man); in the
+    dark cafe he gets clearly darker; and when the scene's light changes around him (the
+    video-call case) the relative transform follows that change better than the fit on the
+    composite alone, for darker, brighter, warmer and cooler light."""
+    from vidharm import Harmonizer
+    from vidharm.color import fit_relative
+    from vidharm.training.recipes import Light
+    h = Harmonizer.from_pretrained("default", device="cpu")
+    frame, mask = person
+    fg = mask > 0.5
+    assert np.array_equal(h(frame, mask, source=frame), frame)
+    assert h(frame, mask)[fg].mean() > frame[fg].mean() + 5
+    cafe, _ = _on(person, _photo(asset, "sample-background", frame.shape))
+    assert h(cafe, mask, source=frame)[fg].mean() < cafe[fg].mean() - 5
+    x = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
+    errs = []
+    for light in (Light(exposure=-1.0), Light(exposure=0.7), Light(temperature=0.35),
+                  Light(temperature=-0.35, exposure=-0.5)):
+        lit = (light(x).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        comp = np.where(fg[..., None], frame, lit).astype(np.uint8)
+        err = lambda img: float(np.abs(img[fg].astype(float) - lit[fg]).mean())
+        rel = err(apply_grid(comp, mask, fit_relative(h.fit, comp, mask, frame)))
+        errs.append((err(comp), err(h(comp, mask)), rel))
+        assert rel < 0.7 * err(comp), (light, errs[-1])
+    plain, alone, rel = np.mean(errs, 0)
+    assert rel < 0.6 * alone, errs
+
+
+def test_relative_to_undoes_the_base_transform(person):
+    rng = np.random.default_rng(0)
+    a = ColorGrid((IDENTITY + rng.normal(0, 0.1, (4, 4, 3, 4))).astype(np.float32))
+    b = ColorGrid((IDENTITY + rng.normal(0, 0.1, (1, 1, 3, 4))).astype(np.float32))
+    frame, mask = person
+    hard = (mask > 0.5).astype(np.float32)      # a soft edge blends twice; uint8 rounds and clips
+    via_b = apply_grid(apply_grid(frame, hard, b), hard, a.relative_to(b))
+    assert np.abs(via_b.astype(int) - apply_grid(frame, hard, a))[hard > 0].mean() < 1.0
+    assert np.allclose(a.relative_to(a).coeffs, ColorGrid.identity(4, 4).coeffs, atol=1e-5)
+    flat = ColorGrid(np.zeros((1, 1, 3, 4), np.float32))             # not invertible: kept
+    assert np.array_equal(a.relative_to(flat).coeffs, a.coeffs)
+    with pytest.raises(ValueError):
+        a.relative_to(ColorGrid.identity(2, 2))
 
 
 def test_phnet_grid_applies_the_global_transform_closest_to_its_grid(asset, person):
@@ -238,6 +283,13 @@ def test_recipes_change_what_they_say(person):
     assert torch.equal(comp[~inside], target[~inside])                 # the scene as it is now
     comp, target = make_pair(real, m, "unedited", np.random.default_rng(3))
     assert comp is real and target is real
+    # the source frame: the whole image under the light the person has in the composite
+    for recipe in ("ffhqh", "light-person", "light-scene"):
+        comp, target = make_pair(real, m, recipe, np.random.default_rng(3))
+        c2, t2, src = make_pair(real, m, recipe, np.random.default_rng(3), with_source=True)
+        assert torch.equal(comp, c2) and torch.equal(target, t2)
+        assert torch.equal(src[inside], comp[inside])
+        assert torch.equal(src, real) == (recipe == "light-scene")
 
 
 def test_recipe_pairs_are_deterministic_and_the_fitted_grid_reaches_the_target(asset, person):
@@ -304,8 +356,18 @@ def test_eval_recipes_through_the_cli(data_dir):
     for recipe, rows in rep["sets"].items():
         comp, fitted = rows["composite"]["all"]["psnr"], rows["fitted grid"]["all"]["psnr"]
         assert fitted >= comp - 1e-6                       # the ceiling is never below doing nothing
-    assert rep["sets"]["unedited"]["composite"]["all"]["psnr"] >= 100    # scored against the input
-    assert rep["sets"]["unedited"]["harmonizer"]["all"]["psnr"] < 100     # light changes this man
+    unedited = rep["sets"]["unedited"]
+    assert unedited["composite"]["all"]["psnr"] >= 100    # scored against the input
+    # as vidharm applies it, relative to the person's own photo: the unedited photo is left
+    # exactly as it is; on the composite alone light changes this man
+    assert unedited["harmonizer"]["all"]["psnr"] >= 100
+    assert unedited["composite only"]["all"]["psnr"] < 100
+    r = run_cli("eval", "--recipes", "--harmonizer", "light", "--data-dir", data_dir, "--json",
+                "--absolute")
+    absolute = json.loads(r.stdout)["sets"]
+    assert "composite only" not in absolute["ffhqh"]
+    for recipe in rep["sets"]:
+        assert absolute[recipe]["harmonizer"] == rep["sets"][recipe]["composite only"]
 
 
 def test_grid_training_resumes_and_ships(tmp_path, data_dir):

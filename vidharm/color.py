@@ -53,10 +53,48 @@ class ColorGrid:
         """Per-channel gain and offset only (no channel mixing): cheaper to apply."""
         return not np.any(self.coeffs.reshape(*self.shape, 12)[..., _OFF_DIAGONAL])
 
+    def relative_to(self, base: "ColorGrid", max_cond: float = 1e3) -> "ColorGrid":
+        """This transform after undoing ``base``, cell by cell: ``x -> self(base^-1(x))``.
+
+        Grids of equal shape, or either one 1x1 (broadcast). A cell whose ``base`` cannot be
+        inverted safely (condition number of its 3x3 part above ``max_cond``, or not finite)
+        keeps ``self``'s transform there."""
+        a, b = self.coeffs, base.coeffs
+        if a.shape != b.shape and (1, 1) not in (a.shape[:2], b.shape[:2]):
+            raise ValueError(f"grids of {a.shape[:2]} and {b.shape[:2]} cells cannot be combined")
+        shape = np.broadcast_shapes(a.shape, b.shape)
+        a, b = np.broadcast_to(a, shape).astype(np.float64), np.broadcast_to(b, shape).astype(np.float64)
+        lin = b[..., :3]
+        ok = np.isfinite(b).all(axis=(-2, -1))
+        ok[ok] = np.linalg.cond(lin[ok]) < max_cond
+        inv_lin = np.broadcast_to(np.eye(3), lin.shape).copy()
+        inv_lin[ok] = np.linalg.inv(lin[ok])
+        inv_off = -(inv_lin @ b[..., 3:]) * ok[..., None, None]
+        out = np.concatenate([a[..., :3] @ inv_lin, a[..., :3] @ inv_off + a[..., 3:]], -1)
+        return ColorGrid(np.ascontiguousarray(out, np.float32))
+
     def distance(self, other: "ColorGrid") -> float:
         """Mean absolute change of a mid-grey pixel's colour between the two transforms (0..1)."""
         grey = np.array([0.5, 0.5, 0.5, 1.0], np.float32)
         return float(np.abs((self.coeffs - other.coeffs) @ grey).mean())
+
+
+def fit_relative(fit, composite: np.ndarray, mask: np.ndarray,
+                 source: np.ndarray | None) -> ColorGrid:
+    """``fit(composite, mask)`` relative to ``fit(source, mask)`` (:meth:`ColorGrid.relative_to`),
+    ``source`` being the frame the person was cut from, at the composite's size (see
+    :mod:`vidharm.harmonize.base`). ``source`` None: ``fit`` alone; equal to the composite:
+    no change (the identity, without fitting)."""
+    if source is None:
+        return fit(composite, mask)
+    if source.shape != composite.shape:
+        from .errors import InputError
+        raise InputError(f"the source frame is {source.shape[1]}x{source.shape[0]} but the "
+                         f"composite is {composite.shape[1]}x{composite.shape[0]}",
+                         "give the frame the person was cut from, at the composite's size")
+    if np.array_equal(source, composite):
+        return ColorGrid.identity()
+    return fit(composite, mask).relative_to(fit(source, mask))
 
 
 # ----------------------------------------------------------------------------- applying

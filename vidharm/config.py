@@ -52,6 +52,7 @@ class HarmonizerConfig:
     device: str = "auto"              # auto | cpu | cuda
     work_size: int = 256              # the harmonizer's own resolution (short side)
     offline_hz: float = 0.0           # offline video: fits per second of video (0: every frame)
+    relative: bool = True             # relative to the person's own frame (see harmonize.base)
 
 
 @dataclass
@@ -127,6 +128,7 @@ SHORT_NAMES: dict[str, str] = {
     "strength": "harmonizer.strength",
     "weights": "harmonizer.weights",
     "device": "harmonizer.device",
+    "relative": "harmonizer.relative",
     "segmentation_model": "segmentation.model",
     "size": "live.size",
     "fps": "live.fps",

@@ -5,7 +5,8 @@
 
 :class:`GridFitter` is the work itself, the same for every driver: composite at low
 resolution, the stream's :class:`~vidharm.temporal.GridTracker` (change, cut, carried
-statistics), ``harmonizer.fit``, optionally a per-channel refit for a cheaper apply
+statistics), ``harmonizer.fit`` (relative to the camera frame: :func:`vidharm.color.fit_relative`,
+``harmonizer.relative``), optionally a per-channel refit for a cheaper apply
 (:func:`vidharm.color.cheap_refits`), the tracker's smoothing. Providers differ only in when
 it runs: :class:`SyncGrids` (offline: in the frame loop, on every frame) and
 :class:`vidharm.live.worker.HarmonizerWorker` (live: its own thread, latest job wins, never
@@ -20,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from .color import ColorGrid, cheap_refits, diagonal_refit
+from .color import ColorGrid, cheap_refits, diagonal_refit, fit_relative
 from .composite import composite
 from .temporal import GridTracker, SmoothingTuning
 
@@ -127,10 +128,19 @@ class GridFitter:
     person (:func:`vidharm.color.cheap_refits`): the per-channel (gain, offset) grid, or one
     global 3x4 transform while that is about as close (:data:`GLOBAL_ENTER`,
     :data:`GLOBAL_LEAVE`); ``diag_error`` is the mean difference over the person of the form
-    published, grey levels (EMA), ``global_share`` the share of fits published global."""
+    published, grey levels (EMA), ``global_share`` the share of fits published global.
 
-    def __init__(self, harmonizer, tuning: SmoothingTuning | None = None, diagonal: bool = False):
+    ``relative``: the harmonizer's transform for the composite relative to its transform for
+    the job's camera frame (:func:`vidharm.color.fit_relative`; two fits per job, the
+    identity without any fit when the background is the camera frame itself). A
+    :class:`~vidharm.harmonize.base.Streaming` harmonizer then carries no statistics across
+    frames (the camera frame's fit would mix into them); the published grid is smoothed as
+    always."""
+
+    def __init__(self, harmonizer, tuning: SmoothingTuning | None = None, diagonal: bool = False,
+                 relative: bool = False):
         self.harmonizer = harmonizer
+        self.relative = relative
         self.tracker = GridTracker(tuning)
         self.diagonal = diagonal
         self.diag_error: float | None = None
@@ -160,9 +170,10 @@ class GridFitter:
         rgb, bg, mask = job.dense()
         forced = forced or job.cut
         comp = composite(rgb, bg, mask)
-        change, cut = self.tracker.before_fit(self.harmonizer, rgb, bg, mask, job.t, forced)
+        change, cut = self.tracker.before_fit(None if self.relative else self.harmonizer,
+                                              rgb, bg, mask, job.t, forced)
         self.last_change = change
-        grid = self.harmonizer.fit(comp, mask)
+        grid = fit_relative(self.harmonizer.fit, comp, mask, rgb if self.relative else None)
         if not np.isfinite(grid.coeffs).all():
             raise FloatingPointError("the harmonizer produced a non-finite colour transform")
         if self.diagonal and not grid.is_diagonal and grid.shape != (1, 1):

@@ -80,7 +80,7 @@ class FramePipeline:
         self._owns_harmonizer = harmonizer is None
         self.harmonizer = harmonizer or build_harmonizer(cfg)
         tuning = tuning or SmoothingTuning(mode="adaptive" if video else "off")
-        fitter = GridFitter(self.harmonizer, tuning)
+        fitter = GridFitter(self.harmonizer, tuning, relative=cfg.harmonizer.relative)
         device = getattr(self.harmonizer, "device", None) or cfg.harmonizer.device
         fitter.set_grid_mode(grid_mode, "cuda" if device == "cuda" else "cpu")
         fitter.diagonal = fitter.diagonal and video          # stills: the grid as given

@@ -46,6 +46,10 @@ def pipeline_options(f):
         click.option("--harmonizer", metavar="NAME", help="none | stats | phnet-lite | ... (see `vidharm plugins`)."),
         click.option("--strength", type=float, help="Harmonization strength, 0 (off) .. 1 (full)."),
         click.option("--weights", metavar="PATH", help="Weights file for a learned harmonizer."),
+        click.option("--relative/--absolute", default=None,
+                     help="Harmonize relative to the person's own frame (default: the transform "
+                          "for the new background with the one for their own room undone) or "
+                          "from the composite alone."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Device for learned harmonizers."),
         click.option("--segmentation-model", metavar="general|landscape|PATH",
                      help="MediaPipe selfie model, or a .tflite file you already have."),

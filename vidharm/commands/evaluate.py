@@ -42,8 +42,12 @@ Examples:
                    "ground truth.")
 @click.option("--harmonizer", default="phnet-grid", show_default=True,
               help="With --recipes: any registered harmonizer (its --weights if learned).")
+@click.option("--relative/--absolute", default=True, show_default=True,
+              help="With --recipes: apply the harmonizer relative to each pair's source frame, "
+                   "as vidharm's commands do (and also report it on the composite alone), or "
+                   "on the composite alone only.")
 def command(folder, validation, data_dir, weights, split, size, samples, max_samples, psnr_max,
-            contact_sheet, mode, as_json, recipes, harmonizer):
+            contact_sheet, mode, as_json, recipes, harmonizer, relative):
     """Evaluate a model against the plain composite on an iHarmony4/FFHQH folder, a folder of
     photos (synthetic composites), the held-out validation split, or (--recipes) any
     harmonizer on the held-out recipes."""
@@ -53,7 +57,7 @@ def command(folder, validation, data_dir, weights, split, size, samples, max_sam
         if folder or validation:
             raise InputError("--recipes takes no FOLDER or --validation", "see `vidharm eval --help`")
         _recipes(data_dir, harmonizer, "" if weights in ("default", "none") else weights, size,
-                 contact_sheet, as_json)
+                 contact_sheet, as_json, relative)
         return
     if bool(folder) == bool(validation):
         raise InputError("give either a FOLDER, --validation or --recipes", "see `vidharm eval --help`")
@@ -84,7 +88,7 @@ def command(folder, validation, data_dir, weights, split, size, samples, max_sam
         click.echo(f"wrote {contact_sheet}", err=True)
 
 
-def _recipes(data_dir, harmonizer, weights, size, contact_sheet, as_json):
+def _recipes(data_dir, harmonizer, weights, size, contact_sheet, as_json, relative=True):
     from ..training import recipe_eval as R
     from .common import frame_process_settings
     frame_process_settings()
@@ -94,7 +98,7 @@ def _recipes(data_dir, harmonizer, weights, size, contact_sheet, as_json):
                              click.echo(m, err=True))
     sheet = [] if contact_sheet else None
     report = R.evaluate_recipes(fit, sets, harmonizer + (f" ({weights})" if weights else ""), size,
-                                sheet=sheet)
+                                sheet=sheet, relative=relative)
     click.echo(R.to_json(report) if as_json else R.render(report))
     if contact_sheet:
         R.contact_sheet(sheet, contact_sheet)

@@ -9,7 +9,8 @@ from .common import (check_output, check_plugins, check_weights, config_from_fla
 
 @click.command("composite", epilog="""\b
 Example:
-  vidharm composite me.jpg beach.jpg -o me_on_beach.png --harmonizer stats
+  vidharm composite me.jpg beach.jpg -o me_on_beach.png
+  vidharm composite me.jpg beach.jpg -o cut_and_paste.png --harmonizer none
 """)
 @click.argument("person")
 @click.argument("background")
@@ -17,12 +18,16 @@ Example:
 @click.option("--mask-out", metavar="PATH", help="Also save the person matte.")
 @pipeline_options
 def composite(person, background, output, mask_out, profile, **kw):
-    """Cut the person out of the PERSON photo and put them on BACKGROUND (a still)."""
+    """Cut the person out of the PERSON photo, put them on BACKGROUND and harmonize (a still).
+
+    The harmonizer is the profile's (phnet-grid), relative to the PERSON photo itself: how the
+    new background's light differs from the photo's (--absolute: from the composite alone).
+    """
     from ..composite import make_background
     from ..imageio import load_image, save_image
     from ..pipeline import FramePipeline
     frame_process_settings()
-    cfg = config_from_flags(profile, **{**kw, "harmonizer": kw.get("harmonizer") or "none"})
+    cfg = config_from_flags(profile, **kw)
     check_plugins(cfg)
     check_output(output, (person, background))
     if mask_out:

@@ -9,6 +9,16 @@
   FULL strength. The driver applies it at full resolution fused with compositing, and applies
   ``strength`` there, once (:meth:`ColorGrid.scaled`).
 
+**Relative to the person's own surroundings.** vidharm always has the frame the person was
+cut from (the camera frame, the source clip's frame, the input photo): the person as lit by
+their own room, which is right for that room by definition. The drivers therefore apply
+:meth:`BaseHarmonizer.fit_relative`: the transform for the composite with the transform the
+same harmonizer gives for the source frame undone (``harmonizer.relative``, on by default).
+The harmonizer's estimate of the light on the person then cancels (its bias for this face and
+these clothes: phnet-grid brightens the sample clip's man by 16 grey levels in his own room),
+what is left is how the new background's light differs from the room's, and a background
+like the room leaves the person as they are.
+
 ``fit`` keeps nothing from one call to the next: temporal smoothing, cut detection and resets
 belong to the driver (:class:`vidharm.temporal.GridTracker`). A harmonizer that can carry
 statistics across the frames of a stream (PHNet's PN statistics) says so by having the optional
@@ -26,7 +36,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..color import ColorGrid, apply_grid, fit_grid
+from ..color import ColorGrid, apply_grid, fit_grid, fit_relative
 from ..errors import InputError
 from ..mask import to_float_mask
 
@@ -67,17 +77,29 @@ class BaseHarmonizer:
         s = max(1, min(mask.shape) // 128)
         return fit_grid(composite[::s, ::s], out[::s, ::s], mask[::s, ::s], (g, g))
 
+    def fit_relative(self, composite: np.ndarray, mask: np.ndarray,
+                     source: np.ndarray | None) -> ColorGrid:
+        """:meth:`fit` on ``composite`` relative to :meth:`fit` on ``source``, the frame the
+        person was cut from (same size and matte; see the module docstring):
+        ``fit(composite).relative_to(fit(source))``. ``source`` None, or equal to the
+        composite (a background like the room): :meth:`fit` alone / no change."""
+        return fit_relative(self.fit, composite, mask, source)
+
     def harmonize(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """An image harmonizer's output (uint8 (h, w, 3)); grid harmonizers need not have it."""
         raise NotImplementedError(f"harmonizer '{self.name}' implements neither fit nor harmonize")
 
-    def __call__(self, composite: np.ndarray, mask: np.ndarray, strength: float = 1.0) -> np.ndarray:
-        """A still: fit on ``composite`` itself and apply the grid at ``strength``."""
-        if composite.ndim != 3 or composite.shape[2] != 3 or composite.dtype != np.uint8:
-            raise InputError(f"composite must be uint8 HxWx3 RGB, got {composite.dtype} {composite.shape}")
+    def __call__(self, composite: np.ndarray, mask: np.ndarray, strength: float = 1.0,
+                 source: np.ndarray | None = None) -> np.ndarray:
+        """A still: fit on ``composite`` itself (relative to ``source``, the photo the person
+        was cut from, when given: :meth:`fit_relative`) and apply the grid at ``strength``."""
+        for what, a in (("composite", composite), ("source", source)):
+            if a is not None and (a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8):
+                raise InputError(f"{what} must be uint8 HxWx3 RGB, got {a.dtype} {a.shape}")
         m = as_float_mask(mask, composite.shape[:2])
         comp = np.ascontiguousarray(composite)
-        return apply_grid(comp, m, self.fit(comp, m).scaled(strength))
+        src = None if source is None else np.ascontiguousarray(source)
+        return apply_grid(comp, m, self.fit_relative(comp, m, src).scaled(strength))
 
     def close(self) -> None:
         """Release resources (threads, GPU memory)."""

@@ -143,7 +143,7 @@ class HarmonizerWorker:
         self.grid_mode = grid_mode
         self.threaded = threaded
         self.every = max(1, int(every))
-        self.fitter = GridFitter(self._build(cfg), self.tuning)
+        self.fitter = GridFitter(self._build(cfg), self.tuning, relative=cfg.harmonizer.relative)
         self.fitter.set_grid_mode(grid_mode, self.device)
         self._auto_hz = max_hz == "auto"
         self._set_auto_hz()
@@ -274,6 +274,7 @@ class HarmonizerWorker:
             return
         old, self.fitter.harmonizer = self.harmonizer, h
         self.cfg = cfg
+        self.fitter.relative = cfg.harmonizer.relative
         self.fitter.set_grid_mode(self.grid_mode, self.device)
         self._close_harmonizer(old)
         self._set_auto_hz()

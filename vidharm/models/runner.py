@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..color import ColorGrid, apply_grid, fit_grid, global_refit
+from ..color import ColorGrid, apply_grid, fit_grid, fit_relative, global_refit
 from ..errors import InputError
 from ..mask import to_float_mask
 from . import shipped_names, shipped_weights
@@ -141,9 +141,19 @@ class ModelRunner:
     def _as_applied(self, coeffs: np.ndarray, small: np.ndarray, msmall: np.ndarray) -> ColorGrid:
         return applied_grid(coeffs, small, msmall, self.local)
 
-    def __call__(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def fit_relative(self, composite: np.ndarray, mask: np.ndarray,
+                     source: np.ndarray | None) -> ColorGrid:
+        """:meth:`fit` relative to the frame the person was cut from
+        (:func:`vidharm.color.fit_relative`)."""
+        return fit_relative(self.fit, composite, mask, source)
+
+    def __call__(self, composite: np.ndarray, mask: np.ndarray,
+                 source: np.ndarray | None = None) -> np.ndarray:
+        """The harmonized composite; with ``source`` (the frame the person was cut from, same
+        size) relative to it, as vidharm's commands apply it."""
         comp, m = _check_pair(composite, mask)
-        return apply_grid(comp, m, self.fit(comp, m))
+        src = None if source is None else _check_pair(source, mask)[0]
+        return apply_grid(comp, m, self.fit_relative(comp, m, src))
 
     def batch(self, composites: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Harmonize several frames in one network call."""

@@ -13,9 +13,18 @@ built by :func:`vidharm.training.recipes.validation_sets`, the same every run):
 ``unedited``  held-out people in their own scene, nothing to fix: scored against the input.
 
 For each: the plain **composite**; the harmonizer **as vidharm applies it** (``fit`` on the
-composite at the working size -> :class:`vidharm.color.ColorGrid`, applied to the composite);
-the 4x4 grid **fitted with the ground truth** (:func:`vidharm.color.fit_grid`: the reachable
-ceiling of the representation). PSNR/fPSNR/MSE/fMSE by foreground bucket
+composite at the working size -> :class:`vidharm.color.ColorGrid`, applied to the composite;
+relative to the pair's source frame, :func:`vidharm.color.fit_relative`, as vidharm's commands
+apply it by default); with ``relative``, also the harmonizer **on the composite alone**
+(``composite only``); the 4x4 grid **fitted with the ground truth**
+(:func:`vidharm.color.fit_grid`: the reachable ceiling of the representation).
+
+The source frame (the person's own image under the person's light, see
+:mod:`vidharm.training.recipes`) shows the same scene as the composite, under another light;
+in use the new background is another picture. The relative figures therefore measure a
+harmonizer whose two fits see the same scene content: the part of the error that comes from
+two different pictures' contents is not in them. The demo sheet (``vidharm demo``) shows the
+person on four unrelated backgrounds. PSNR/fPSNR/MSE/fMSE by foreground bucket
 (:mod:`vidharm.training.metrics`, PSNR MAX = the target's maximum as published).
 """
 from __future__ import annotations
@@ -28,10 +37,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..color import ColorGrid, apply_grid, fit_grid
+from ..color import ColorGrid, apply_grid, fit_grid, fit_relative
 from .metrics import MetricAccumulator
 
 ROWS = ("composite", "harmonizer", "fitted grid")
+ABSOLUTE_ROW = "composite only"    # with relative: the harmonizer without the source frame
 
 
 @dataclass
@@ -73,20 +83,26 @@ def _t(a: np.ndarray) -> torch.Tensor:
 
 def evaluate_recipes(fit: Callable[[np.ndarray, np.ndarray], ColorGrid], sets: dict[str, list[dict]],
                      name: str = "harmonizer", size: int = 256,
-                     sheet: list | None = None) -> RecipeReport:
-    """Score ``fit(composite uint8 (S,S,3), mask float (S,S)) -> ColorGrid`` on ``sets``.
+                     sheet: list | None = None, relative: bool = True) -> RecipeReport:
+    """Score ``fit(composite uint8 (S,S,3), mask float (S,S)) -> ColorGrid`` on ``sets``,
+    relative to each pair's ``source`` (when it has one) with ``relative``.
     ``sheet``: a list that receives (recipe, composite, result, target) uint8 images."""
     report = RecipeReport(name, size)
     for recipe, pairs in sets.items():
-        accs = {r: MetricAccumulator() for r in ROWS}
+        rows = ROWS + ((ABSOLUTE_ROW,) if relative else ())
+        accs = {r: MetricAccumulator() for r in rows}
         for k, p in enumerate(pairs):
             comp, real = _u8(p["composite"]), _u8(p["real"])
             mask = p["mask"][0].numpy().astype(np.float32)
-            grid = fit(comp, mask)
+            alone = fit(comp, mask)
+            src = _u8(p["source"]) if relative and "source" in p else None
+            grid = alone if src is None else \
+                fit_relative(lambda c, m: alone if c is comp else fit(c, m), comp, mask, src)
             out = apply_grid(comp, mask, grid)
             best = apply_grid(comp, mask, fit_grid(comp, real, mask, (4, 4), ridge=1e-3))
+            imgs = (comp, out, best) + ((apply_grid(comp, mask, alone),) if relative else ())
             m = p["mask"][None].double()
-            for row, img in zip(ROWS, (comp, out, best)):
+            for row, img in zip(rows, imgs):
                 accs[row].update(_t(img)[None], _t(real)[None], m)
             if sheet is not None and k < 3:
                 sheet.append((recipe, comp, out, real))
@@ -121,16 +137,18 @@ def harmonizer_fit(name: str, weights: str = "", work_size: int = 256) -> Callab
 def render(report: RecipeReport) -> str:
     """A plain-text table: recipe, bucket, then PSNR (fPSNR) per row."""
     lines = [f"harmonizer: {report.harmonizer}   size {report.size}   mean PSNR dB (fPSNR dB), "
-             f"MAX = target's maximum; [PSNR of the mean MSE]; fitted grid = 4x4 grid fitted "
+             f"MAX = target's maximum; [PSNR of the mean MSE]; harmonizer = as vidharm applies "
+             f"it; composite only = without the source frame; fitted grid = 4x4 grid fitted "
              f"with the ground truth",
-             f"{'recipe':<10} {'bucket':<8} {'n':>4}  " + "  ".join(f"{r:>22}" for r in ROWS)]
+             f"{'recipe':<10} {'bucket':<8} {'n':>4}  " +
+             "  ".join(f"{r:>22}" for r in next(iter(report.sets.values()), ROWS))]
     for recipe, rows in report.sets.items():
         for bucket in rows["composite"]:
             n = rows["composite"][bucket]["count"]
             if not n:
                 continue
             cells = []
-            for r in ROWS:
+            for r in rows:
                 v = rows[r][bucket]
                 f = "" if v["fpsnr"] is None else f"({v['fpsnr']:.1f})"
                 cells.append(f"{v['psnr']:>7.2f} {f:>6} [{v['psnr_pooled']:5.1f}]")

@@ -12,6 +12,14 @@ real image except in ``light-scene``, where the whole scene changed:
                   its own); target = the changed image, person included.
 ``unedited``      nothing changed: composite = target = real (a harmonizer must do no harm).
 
+Each pair also has a **source**: the frame the person was cut from, as vidharm has it (the
+camera frame; see :mod:`vidharm.harmonize.base`): the whole image under the light the person
+has in the composite. ``ffhqh``: the whole image altered (the alteration is made on the whole
+image, then the region is pasted); ``light-person``: the whole image under the changed light;
+``light-scene`` and ``unedited``: the real image. Its scene is the same picture as the
+composite's (under another light or the same), where in use the new background is another
+picture.
+
 The region is a person's own matte (photos and clip frames with people) or a person-shaped
 mask laid on a natural photo without people (the ground truth is then exact). Before a recipe
 the whole source image is colour-augmented with a milder random :class:`Light`, so that a
@@ -86,23 +94,24 @@ class Light:
 
 
 def make_pair(real: torch.Tensor, mask: torch.Tensor, recipe: str, rng: np.random.Generator,
-              alteration=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(composite, target) of one recipe (see the module docstring)."""
+              alteration=None, with_source: bool = False) -> tuple[torch.Tensor, ...]:
+    """(composite, target) of one recipe (see the module docstring); with ``with_source``
+    (composite, target, source)."""
     if recipe == "unedited":
-        return real, real
-    if recipe == "ffhqh":
+        out = real, real, real
+    elif recipe == "ffhqh":
         if alteration is None:
             from .data import FFHQHAlteration
             alteration = FFHQHAlteration()
         changed = alteration(real, seed=int(rng.integers(2 ** 62)))
-        return changed * mask + real * (1 - mask), real
-    light = Light.random(rng)
-    lit = light(real)
-    if recipe == "light-person":
-        return lit * mask + real * (1 - mask), real
-    if recipe == "light-scene":
-        return real * mask + lit * (1 - mask), lit
-    raise ValueError(f"unknown recipe '{recipe}' (known: {', '.join(RECIPES)})")
+        out = changed * mask + real * (1 - mask), real, changed
+    elif recipe in ("light-person", "light-scene"):
+        lit = Light.random(rng)(real)
+        out = (lit * mask + real * (1 - mask), real, lit) if recipe == "light-person" else \
+            (real * mask + lit * (1 - mask), lit, real)
+    else:
+        raise ValueError(f"unknown recipe '{recipe}' (known: {', '.join(RECIPES)})")
+    return out if with_source else out[:2]
 
 
 # ------------------------------------------------------------------------- images in memory
@@ -261,7 +270,8 @@ def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequ
                 person-shaped masks (``per_image`` each);
     ``light``   light-person and light-scene alternately, on the same images;
     ``unedited`` every person image once, unchanged (the crop is the whole centre square).
-    Each pair is ``{"composite", "mask", "real"}`` tensors (3,S,S), (1,S,S), (3,S,S).
+    Each pair is ``{"composite", "mask", "real", "source"}`` tensors (3,S,S), (1,S,S), (3,S,S),
+    (3,S,S); ``source`` as the module docstring says.
     """
     from .data import FFHQHAlteration, _resize
     alteration = FFHQHAlteration()
@@ -273,10 +283,11 @@ def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequ
         real, mask, _ = sample_real(rng, people, scenes, shapes, size, p_scene, (0.75, 1.0), False)
         if float(mask.mean()) < 0.005:
             continue
-        comp, target = make_pair(real, mask, "ffhqh", rng, alteration)
-        out["ffhqh"].append({"composite": comp, "mask": mask, "real": target})
-        comp, target = make_pair(real, mask, "light-person" if i % 2 else "light-scene", rng)
-        out["light"].append({"composite": comp, "mask": mask, "real": target})
+        comp, target, src = make_pair(real, mask, "ffhqh", rng, alteration, with_source=True)
+        out["ffhqh"].append({"composite": comp, "mask": mask, "real": target, "source": src})
+        comp, target, src = make_pair(real, mask, "light-person" if i % 2 else "light-scene", rng,
+                                      with_source=True)
+        out["light"].append({"composite": comp, "mask": mask, "real": target, "source": src})
     for item in people:
         h, w = item.rgb.shape[:2]
         s = min(h, w)
@@ -286,7 +297,8 @@ def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequ
         if mask.mean() < 0.005:
             continue
         r = torch.from_numpy(np.ascontiguousarray(real)).permute(2, 0, 1).float().div_(255.0)
-        out["unedited"].append({"composite": r, "mask": torch.from_numpy(mask)[None], "real": r})
+        out["unedited"].append({"composite": r, "mask": torch.from_numpy(mask)[None], "real": r,
+                                "source": r})
     return out
 
 
