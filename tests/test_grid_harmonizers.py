@@ -214,6 +214,29 @@ def test_training_projection_is_the_global_refit_vidharm_applies(asset, person):
     assert float(model.head.local_out.weight.grad.abs().sum()) > 0
 
 
+def test_training_relative_is_what_vidharm_applies(asset, person):
+    """``vidharm train --apply relative``: the projection for the composite relative to the one
+    for the person's own frame (gridnet.relative_global) equals ColorGrid.relative_to; with
+    the frame itself as the composite the prediction is the composite."""
+    import cv2
+    from vidharm.models.gridnet import project_global, relative_global
+    from vidharm.models.runner import ModelRunner
+    from vidharm.training.grid_train import predict
+    frame, mask = person
+    comp, _ = _on(person, _photo(asset, "sample-background", frame.shape))
+    t = lambda a: torch.from_numpy(cv2.resize(a, (64, 64), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)[None].float() / 255
+    x, src = t(comp), t(frame)
+    m = (torch.from_numpy(cv2.resize(mask, (64, 64), interpolation=cv2.INTER_AREA))[None, None] > 0.5).float()
+    model = ModelRunner.from_pretrained("phnet-grid", device="cpu").model
+    with torch.no_grad():
+        gc, gs = (project_global(a, m, model.predict_grid(a, m)) for a in (x, src))
+        rel = relative_global(gc, gs)[0].numpy()
+        want = ColorGrid(gc[0].numpy()).relative_to(ColorGrid(gs[0].numpy())).coeffs
+        assert np.abs(rel - want).max() < 1e-4
+        assert not np.allclose(rel, IDENTITY, atol=0.02)
+        assert torch.allclose(predict(model, src, m, "relative", src), src, atol=1e-5)
+
+
 def ref_path():
     from vidharm.models import shipped_weights
     return shipped_weights("phnet-grid")
@@ -283,6 +306,16 @@ def test_recipes_change_what_they_say(person):
     assert torch.equal(comp[~inside], target[~inside])                 # the scene as it is now
     comp, target = make_pair(real, m, "unedited", np.random.default_rng(3))
     assert comp is real and target is real
+    # cross pairs: the region keeps its content, the source shows the other crop's
+    from vidharm.training.recipes import Item, cross_pair
+    for changed in (True, False):
+        p = cross_pair(np.random.default_rng(5), Item(frame, None, "x"), [mask], 64, changed)
+        inside = p["mask"].expand(3, -1, -1) > 0
+        assert torch.equal(p["composite"][inside], p["source"][inside])
+        assert torch.equal(p["composite"][~inside], p["real"][~inside])
+        assert not torch.equal(p["composite"][inside], p["real"][inside])
+        assert not torch.equal(p["source"][~inside], p["composite"][~inside])
+    inside = m.expand(3, -1, -1) > 0
     # the source frame: the whole image under the light the person has in the composite
     for recipe in ("ffhqh", "light-person", "light-scene"):
         comp, target = make_pair(real, m, recipe, np.random.default_rng(3))
@@ -352,7 +385,8 @@ def test_eval_recipes_through_the_cli(data_dir):
     r = run_cli("eval", "--recipes", "--harmonizer", "light", "--data-dir", data_dir, "--json")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
-    assert set(rep["sets"]) == {"ffhqh", "light", "unedited"} and rep["counts"]["ffhqh"] > 0
+    assert set(rep["sets"]) == {"ffhqh", "light", "unedited", "cross"} and rep["counts"]["ffhqh"] > 0
+    assert rep["counts"]["cross"] > 0
     for recipe, rows in rep["sets"].items():
         comp, fitted = rows["composite"]["all"]["psnr"], rows["fitted grid"]["all"]["psnr"]
         assert fitted >= comp - 1e-6                       # the ceiling is never below doing nothing

