@@ -2,9 +2,10 @@
 """Score harmonizers on the held-out recipes and write the model card's tables.
 
 Runs ``vidharm eval --recipes --harmonizer NAME --json`` for every NAME (each as vidharm applies
-it: the colour grid on the composite at 256 px), then writes ``OUT.json`` (all reports) and
-``OUT.md`` (one table per recipe: composite, each harmonizer, the fitted-grid ceiling, by
-foreground bucket).
+it: the colour grid on the composite at 256 px, relative to the pair's source frame), then
+writes ``OUT.json`` (all reports) and ``OUT.md`` (one table per recipe: composite, each
+harmonizer, the fitted-grid ceiling, by foreground bucket; then each harmonizer on the
+composite alone, without the source frame).
 
     .venv/bin/python scripts/recipe_scores.py --out docs/model-card-grid-scores \\
         --harmonizers none light phnet-grid phnet-lite fmm
@@ -46,6 +47,12 @@ def tables(reports: dict[str, dict]) -> str:
                    + ", ".join(f"{h} {reports[h]['sets'][recipe]['harmonizer']['all']['psnr_pooled']:.2f}"
                                for h in reports)
                    + f", fitted grid {rows['fitted grid']['all']['psnr_pooled']:.2f}\n")
+        alone = {h: r["sets"][recipe].get("composite only") for h, r in reports.items()}
+        if all(alone.values()):
+            out.append("On the composite alone (`--absolute`, no source frame), all / by bucket: "
+                       + "; ".join(f"{h} " + " / ".join(f"{a[b]['psnr']:.2f}" for b in BUCKETS
+                                                        if a.get(b) and a[b]["count"])
+                                   for h, a in alone.items()) + "\n")
     return "\n".join(out)
 
 
@@ -63,7 +70,11 @@ def main() -> None:
     Path(args.out + ".md").write_text(
         "# Held-out recipe scores\n\nMade by `python scripts/recipe_scores.py` (`vidharm eval --recipes` "
         "per harmonizer): mean PSNR in dB (MAX = the target's maximum), 256 px, by foreground "
-        "bucket; unedited photos are scored against the input.\n\n" + tables(reports))
+        "bucket; each harmonizer as vidharm applies it, relative to the pair's source frame "
+        "(the person's own image under the person's light); unedited photos are scored "
+        "against the input. In ffhqh, light and unedited the source frame shows the same "
+        "scene as the composite; in cross it shows other content (another crop of the same "
+        "photo), as in use.\n\n" + tables(reports))
     print(f"wrote {args.out}.json and {args.out}.md", file=sys.stderr)
 
 

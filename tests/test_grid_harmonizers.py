@@ -443,16 +443,20 @@ def test_train_cli_routes_grid_models_to_the_recipe_trainer(tmp_path, data_dir):
     out = tmp_path / "run"
     r = run_cli("train", "--model", "phnet-grid", "--steps", "4", "--val-every", "2",
                 "--batch-size", "4", "--workers", "0", "--data-dir", data_dir, "--out-dir", out,
-                "--recipe-weights", '{"light-scene": 1, "unedited": 1}', "--augment-scale", "0.3",
-                "--loss", "per-image")
+                "--recipe-weights", '{"light-scene": 1, "unedited": 1, "cross": 1}',
+                "--augment-scale", "0.3", "--loss", "per-image", "--apply", "relative")
     assert r.returncode == 0, r.stderr
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["weights"] == {"light-scene": 1.0, "unedited": 1.0} and cfg["augment_scale"] == 0.3
-    assert cfg["loss"] == "per-image"
+    assert cfg["weights"] == {"light-scene": 1.0, "unedited": 1.0, "cross": 1.0}
+    assert cfg["augment_scale"] == 0.3 and cfg["loss"] == "per-image" and cfg["apply"] == "relative"
     assert (out / "phnet-grid.safetensors").is_file()
     r = run_cli("train", "--model", "phnet-grid", "--recipe-weights", "nope", "--data-dir", data_dir,
                 "--out-dir", tmp_path / "bad")
     assert r.returncode != 0 and "--recipe-weights" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("train", "--model", "phnet-grid", "--recipe-weights", '{"crosss": 1}',
+                "--data-dir", data_dir, "--out-dir", tmp_path / "bad")
+    assert r.returncode == 2 and "unknown recipe crosss" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_grid_training_refuses_an_unknown_loss(tmp_path):

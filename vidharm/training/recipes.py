@@ -41,6 +41,8 @@ import torch
 from torch.utils.data import Dataset
 
 RECIPES = ("ffhqh", "light-person", "light-scene", "unedited")
+#: training only: :func:`cross_pair` on the natural photos (the source shows other content)
+TRAIN_RECIPES = RECIPES + ("cross",)
 LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
 
 
@@ -235,6 +237,11 @@ class RecipePairs(Dataset):
         self.p_scene, self.p_augment = float(p_scene), float(p_augment)
         self.augment_scale = float(augment_scale)
         w = weights or {"ffhqh": 0.3, "light-person": 0.25, "light-scene": 0.3, "unedited": 0.15}
+        unknown = sorted(set(w) - set(TRAIN_RECIPES))
+        if unknown:
+            raise ValueError(f"unknown recipe {', '.join(unknown)} (known: {', '.join(TRAIN_RECIPES)})")
+        if w.get("cross") and not self.scenes:
+            raise ValueError("the cross recipe needs natural photos without people")
         self.recipes = list(w)
         self.probs = np.array([w[r] for r in self.recipes], np.float64)
         self.probs /= self.probs.sum()
@@ -254,6 +261,9 @@ class RecipePairs(Dataset):
         if rng.random() < self.p_augment:
             real = Light.random(rng, self.augment_scale)(real)
         recipe = self.recipes[int(rng.choice(len(self.recipes), p=self.probs))]
+        if recipe == "cross":
+            item = self.scenes[int(rng.integers(len(self.scenes)))]
+            return cross_pair(rng, item, self.shapes, self.size, scene_changed=rng.random() < 0.5)
         comp, target, source = make_pair(real, mask, recipe, rng, self.alteration, with_source=True)
         return {"composite": comp, "mask": mask, "real": target, "source": source}
 
