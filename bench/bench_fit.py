@@ -1,4 +1,6 @@
-"""What one harmonizer refresh costs: ``fit(composite, mask) -> ColorGrid`` at the working size.
+"""What one harmonizer refresh costs: ``fit(composite, mask) -> ColorGrid`` at the working size,
+alone and relative to the camera frame as vidharm applies it (two fits:
+:func:`vidharm.color.fit_relative`).
 
     .venv/bin/python bench/bench_fit.py                       # phnet-grid, light, phnet-lite
     .venv/bin/python bench/bench_fit.py --harmonizers phnet-grid --threads 1 2 --size 256
@@ -48,9 +50,12 @@ def main(argv=None) -> int:
     step = max(1, min(rgb.shape[:2]) // args.size)
     comp = np.ascontiguousarray(composite(rgb, bg, mask)[::step, ::step])
     small = np.ascontiguousarray(mask[::step, ::step])
+    frame = np.ascontiguousarray(rgb[::step, ::step])
+    from vidharm.color import fit_relative
     print(f"fit at {comp.shape[1]}x{comp.shape[0]}, load average {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} cores, {args.repeat} runs each")
-    print(f"{'harmonizer':>12s} {'threads':>7s} | {'min ms':>7s} {'median':>7s} {'max':>7s}")
+    print(f"{'harmonizer':>12s} {'threads':>7s} | {'min ms':>7s} {'median':>7s} {'max':>7s} | "
+          f"relative: {'min':>6s} {'median':>7s} {'max':>7s}")
     for name in args.harmonizers:
         h = registry.harmonizers.create(name, HarmonizerConfig(name=name, device="cpu",
                                                                work_size=args.size))
@@ -58,12 +63,16 @@ def main(argv=None) -> int:
             torch.set_num_threads(t)
             for _ in range(5):
                 h.fit(comp, small)
-            times = []
+            times, rel = [], []
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
                 h.fit(comp, small)
-                times.append(1000 * (time.perf_counter() - t0))
-            print(f"{name:>12s} {t:7d} | {min(times):7.2f} {np.median(times):7.2f} {max(times):7.2f}")
+                t1 = time.perf_counter()
+                fit_relative(h.fit, comp, small, frame)
+                times.append(1000 * (t1 - t0))
+                rel.append(1000 * (time.perf_counter() - t1))
+            print(f"{name:>12s} {t:7d} | {min(times):7.2f} {np.median(times):7.2f} {max(times):7.2f} | "
+                  f"{'':9s} {min(rel):6.2f} {np.median(rel):7.2f} {max(rel):7.2f}")
     return 0
 
 

@@ -131,7 +131,7 @@ def draw(out: Path) -> None:
     box(ax, 0.2, 2.2, 3.2, 1.1, "fused pass at full resolution\nbg + m·(T(frame) − bg)", core)
     box(ax, 0.2, 0.4, 3.2, 0.9, "sink (virtual camera / MP4)", io)
     box(ax, 5.2, 4.0, 4.4, 1.3, "grid provider\nSyncGrids (offline, in the loop,\nat most offline_hz fits/s)\nHarmonizerWorker (live, thread)", prov)
-    box(ax, 5.2, 6.2, 4.4, 1.3, "GridFitter: harmonizer.fit(small\ncomposite, mask) -> ColorGrid\n+ GridTracker (one smoother)", prov)
+    box(ax, 5.2, 6.2, 4.4, 1.3, "GridFitter: fit(composite) with\nfit(camera frame) undone -> ColorGrid\n+ GridTracker (one smoother)", prov)
     for y0, y1 in ((10.6, 9.9), (9.0, 8.3), (7.4, 6.7), (5.8, 5.1), (4.2, 3.3), (2.2, 1.3)):
         arrow(ax, (1.8, y0), (1.8, y1))
     ax.text(3.5, 7.2, "garbage / nobody:\nbackground only", fontsize=7.5, color="#a33")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How the shipped phnet-grid weights (vidharm/weights/phnet-grid.safetensors) are made, on CPU.
-# Needs the fetched training data (python scripts/fetch_training_data.py). About 30 + 10 minutes
-# on one core of the 2-core development machine (a second core builds the pairs).
+# Needs the fetched training data (python scripts/fetch_training_data.py). About 30 + 10 + 10
+# minutes on one core of the 2-core development machine (a second core builds the pairs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V=.venv/bin/vidharm
@@ -14,6 +14,14 @@ $V train --model phnet-grid --steps 5000 --batch-size 32 --lr 1e-3 --val-every 2
   --init-weights runs/grid/phnet-grid.safetensors --augment-scale 1.0 --augment-share 0.9 \
   --recipe-weights '{"ffhqh": 0.28, "light-person": 0.2, "light-scene": 0.24, "unedited": 0.28}' \
   --out-dir runs/grid-ft
-cp runs/grid-ft/phnet-grid.safetensors vidharm/weights/phnet-grid.safetensors
-# 3. the ONNX export the CPU runs without torch (needs `pip install onnx`; checked against torch)
+# 3. fine-tune for what vidharm applies: the transform relative to the person's own frame,
+#    plus the fit on the composite alone (--apply both), with the cross recipe (the source
+#    frame shows other content) so that a region unlike its surroundings is not "corrected"
+$V train --model phnet-grid --steps 6000 --batch-size 32 --lr 7e-4 --val-every 500 \
+  --init-weights runs/grid-ft/phnet-grid.safetensors --augment-scale 1.0 --augment-share 0.9 \
+  --apply both \
+  --recipe-weights '{"ffhqh": 0.25, "light-person": 0.15, "light-scene": 0.2, "unedited": 0.1, "cross": 0.3}' \
+  --out-dir runs/grid-rel
+cp runs/grid-rel/phnet-grid.safetensors vidharm/weights/phnet-grid.safetensors
+# 4. the ONNX export the CPU runs without torch (needs `pip install onnx`; checked against torch)
 .venv/bin/python scripts/export_onnx.py

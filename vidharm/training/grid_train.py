@@ -242,6 +242,7 @@ def plot_curves(curves: Path, png: Path) -> None:
 
     def panel(x0, series, title):
         vals = np.concatenate([np.asarray(v, float) for _, v, _ in series])
+        vals = vals[np.isfinite(vals)]
         lo, hi = float(np.nanmin(vals)), float(np.nanmax(vals))
         hi = hi if hi > lo else lo + 1
         cv2.putText(img, title, (x0 + pad, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
@@ -255,18 +256,23 @@ def plot_curves(curves: Path, png: Path) -> None:
             v = np.asarray(v, float)
             xs = x0 + pad + (steps - steps[0]) / max(1.0, steps[-1] - steps[0]) * (w - pad - 20)
             ys = h - pad - (v - lo) / (hi - lo) * (h - 2 * pad)
-            pts = np.stack([xs, ys], 1).astype(np.int32)
-            cv2.polylines(img, [pts], False, colour, 2)
+            if np.isfinite(ys).all():
+                pts = np.stack([xs, ys], 1).astype(np.int32)
+                cv2.polylines(img, [pts], False, colour, 2)
             cv2.putText(img, label, (x0 + pad + 8, pad + 16 + 15 * j), cv2.FONT_HERSHEY_SIMPLEX,
                         0.4, colour, 1)
         cv2.putText(img, f"step {int(steps[0])}..{int(steps[-1])}", (x0 + w // 2 - 40, h - 15),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
 
     panel(0, [("training loss", [r["loss"] for r in rows], (200, 0, 0))], "training loss")
-    colours = [(0, 0, 200), (0, 140, 0), (160, 0, 160)]
+    colours = [(0, 0, 200), (0, 140, 0), (160, 0, 160), (0, 120, 200)]
     series = []
-    for c, name in zip(colours, ["ffhqh", "light", "unedited"]):
-        if f"{name}/model" in rows[0]:
+    for c, name in zip(colours, ["ffhqh", "light", "unedited", "cross"]):
+        # a set the model leaves exactly as it is (unedited, relative: 100 dB) would squash
+        # the others into a line at the bottom: left out, its label says so
+        if f"{name}/model" in rows[0] and min(r[f"{name}/model"] for r in rows) >= 99.0:
+            series.append((f"{name}: untouched (100 dB) at every step", [np.nan] * len(rows), c))
+        elif f"{name}/model" in rows[0]:
             series.append((f"{name}: model (composite {rows[0][name + '/composite']:.1f})",
                            [r[f"{name}/model"] for r in rows], c))
     panel(w, series, "held-out PSNR (dB, MAX 1) per recipe")
