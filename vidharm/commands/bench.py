@@ -129,7 +129,8 @@ def live_compare(harmonizers, height: int = 720, seconds: float = 30.0,
                  profile: str = "call-cpu", weights: str | None = None,
                  background: str | None = None, echo=print, **engine_kw) -> list[dict]:
     """Run the live engine once per harmonizer, one after the other in this process, and
-    return one row per harmonizer: cores, fps, dropped, latency, refresh, CPU ms per frame."""
+    return one row per harmonizer: cores, fps, dropped, latency, refresh, CPU ms per frame.
+    ``NAME:absolute``: the harmonizer from the composite alone (``harmonizer.relative`` off)."""
     import os
 
     from .. import assets
@@ -138,8 +139,12 @@ def live_compare(harmonizers, height: int = 720, seconds: float = 30.0,
     clip, size = live_clip(height)
     bg = background or str(assets.path("sample-background"))
     rows = []
-    for name in harmonizers:
-        over = {"harmonizer.name": name}
+    for label in harmonizers:
+        name, _, mode = label.partition(":")
+        if mode not in ("", "absolute"):
+            from ..errors import InputError
+            raise InputError(f"unknown harmonizer mode '{label}'", "use NAME or NAME:absolute")
+        over = {"harmonizer.name": name, "harmonizer.relative": mode != "absolute"}
         learned = name not in ("none", "light", "stats") and name in registry.harmonizers
         if weights and learned:
             over["harmonizer.weights"] = weights
@@ -147,7 +152,7 @@ def live_compare(harmonizers, height: int = 720, seconds: float = 30.0,
         load = os.getloadavg()[0]
         s, eng = run_live(cfg, clip, seconds, bg, **engine_kw)
         w = eng.worker
-        rows.append({"harmonizer": name, "size": size, "load": load, "summary": s,
+        rows.append({"harmonizer": label, "size": size, "load": load, "summary": s,
                      "device": w.device if w else "-",
                      "grid": ("diagonal" if w.diagonal else "full") if w else "-"})
         echo(_live_row(rows[-1]))
@@ -215,7 +220,8 @@ Example:
   vidharm bench live --harmonizers light,phnet-grid --size 1080
 """)
 @click.option("--harmonizers", default="none,light,phnet-grid", show_default=True,
-              help="Comma-separated harmonizers, run one after the other.")
+              help="Comma-separated harmonizers, run one after the other (NAME:absolute: "
+                   "from the composite alone, not relative to the camera frame).")
 @click.option("--size", "height", default=720, show_default=True, help="Frame height (16:9).")
 @click.option("--seconds", default=30.0, show_default=True, help="Length of each run.")
 @click.option("--profile", "-p", default="call-cpu", show_default=True)
