@@ -15,7 +15,8 @@ their own room, which is right for that room by definition. The drivers therefor
 :meth:`BaseHarmonizer.fit_relative`: the transform for the composite with the transform the
 same harmonizer gives for the source frame undone (``harmonizer.relative``, on by default).
 The harmonizer's estimate of the light on the person then cancels (its bias for this face and
-these clothes: phnet-grid brightens the sample clip's man by 16 grey levels in his own room),
+these clothes: from the composite alone phnet-grid brightens the sample clip's man by about
+10 grey levels in his own room),
 what is left is how the new background's light differs from the room's, and a background
 like the room leaves the person as they are.
 

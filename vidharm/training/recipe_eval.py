@@ -10,7 +10,10 @@ built by :func:`vidharm.training.recipes.validation_sets`, the same every run):
               their own mattes and on held-out natural photos under person-shaped masks;
 ``light``     a change of light on the person only, or on the scene with the person pasted back
               (the video-call case), alternately, on the same images;
-``unedited``  held-out people in their own scene, nothing to fix: scored against the input.
+``unedited``  held-out people in their own scene, nothing to fix: scored against the input;
+``cross``     a person-shaped region of one crop of a held-out natural photo on another crop of
+              it (same light, other content), the light changed on the scene or on the region
+              (:func:`vidharm.training.recipes.cross_pair`).
 
 For each: the plain **composite**; the harmonizer **as vidharm applies it** (``fit`` on the
 composite at the working size -> :class:`vidharm.color.ColorGrid`, applied to the composite;
@@ -20,11 +23,11 @@ apply it by default); with ``relative``, also the harmonizer **on the composite 
 (:func:`vidharm.color.fit_grid`: the reachable ceiling of the representation).
 
 The source frame (the person's own image under the person's light, see
-:mod:`vidharm.training.recipes`) shows the same scene as the composite, under another light;
-in use the new background is another picture. The relative figures therefore measure a
-harmonizer whose two fits see the same scene content: the part of the error that comes from
-two different pictures' contents is not in them. The demo sheet (``vidharm demo``) shows the
-person on four unrelated backgrounds. PSNR/fPSNR/MSE/fMSE by foreground bucket
+:mod:`vidharm.training.recipes`) shows, in ``ffhqh``, ``light`` and ``unedited``, the same
+scene as the composite under another light; in use the new background is another picture. The
+relative figures on those sets therefore measure a harmonizer whose two fits see the same
+scene content: the part of the error that comes from two different pictures' contents is not
+in them. ``cross`` is the set whose source frame shows other content, as in use. PSNR/fPSNR/MSE/fMSE by foreground bucket
 (:mod:`vidharm.training.metrics`, PSNR MAX = the target's maximum as published).
 """
 from __future__ import annotations

@@ -18,7 +18,8 @@ has in the composite. ``ffhqh``: the whole image altered (the alteration is made
 image, then the region is pasted); ``light-person``: the whole image under the changed light;
 ``light-scene`` and ``unedited``: the real image. Its scene is the same picture as the
 composite's (under another light or the same), where in use the new background is another
-picture.
+picture; :func:`cross_pair` makes pairs whose source frame shows other content (the ``cross``
+recipe of training and validation).
 
 The region is a person's own matte (photos and clip frames with people) or a person-shaped
 mask laid on a natural photo without people (the ground truth is then exact). Before a recipe
