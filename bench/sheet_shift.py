@@ -15,7 +15,7 @@ from vidharm import assets
 from vidharm.config import load_config, HarmonizerConfig
 from vidharm.registry import registry
 from vidharm.composite import composite, make_background
-from vidharm.color import apply_grid_fused, fit_relative
+from vidharm.color import apply_grid_fused, relative_fit_of
 from vidharm.commands.demo import SHEET_BACKGROUNDS
 from vidharm.video import VideoReader
 from vidharm.mask import MaskRefiner
@@ -35,7 +35,7 @@ h, w = rgb.shape[:2]; step = max(1, min(h, w) // 256)
 for wpath in args:
     H = registry.harmonizers.create(hname, HarmonizerConfig(name=hname, weights=wpath, device="cpu"))
     small = lambda a: np.ascontiguousarray(a[::step, ::step])
-    fit = lambda comp: fit_relative(H.fit, small(comp), small(mask), small(rgb) if relative else None)
+    fit = lambda comp: relative_fit_of(H)(small(comp), small(mask), small(rgb) if relative else None)
     m = mask > 0.5
     own = apply_grid_fused(rgb, rgb, mask, H.fit(small(rgb), small(mask)))
     L = lambda x: 0.2126*x[0]+0.7152*x[1]+0.0722*x[2]

@@ -260,6 +260,40 @@ def test_light_does_not_turn_a_person_green_on_grass(asset, person):
     assert g[1] / np.sqrt(g[0] * g[2]) < 1.15
 
 
+def test_light_relative_follows_the_scenes_exposure_and_leaves_the_room_alone(asset, person):
+    """Relative to the person's own frame (what vidharm applies) light also moves the white
+    point: when the scene around him gets a stop darker or brighter, he follows; in his own
+    room nothing changes; on the green plants he is not turned green. On the composite alone
+    the white point is off (it darkened real portraits)."""
+    from vidharm.color import relative_fit_of
+    from vidharm.harmonize.light import ABSOLUTE, RELATIVE, LightHarmonizer
+    from vidharm.training.recipes import Light
+    assert ABSOLUTE.white_strength == 0 and RELATIVE.white_strength > 0
+    frame, mask = person
+    fg = mask > 0.5
+    h = LightHarmonizer()
+    fit = relative_fit_of(h)
+    assert np.array_equal(apply_grid(frame, mask, fit(frame, mask, frame)), frame)
+    x = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
+    for stops in (-1.0, 0.7):
+        lit = (Light(exposure=stops)(x).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        comp = np.where(fg[..., None], frame, lit).astype(np.uint8)
+        out = apply_grid(comp, mask, fit(comp, mask, frame))
+        moved, wanted = out[fg].mean() - comp[fg].mean(), lit[fg].mean() - comp[fg].mean()
+        assert np.sign(moved) == np.sign(wanted) and abs(moved) > 0.25 * abs(wanted), (stops, moved, wanted)
+    comp, _ = _on(person, _photo(asset, "bg-6830376", frame.shape))          # green plants
+    g = fit(comp, mask, frame).coeffs[0, 0]
+    assert g[1, 1] / np.sqrt(g[0, 0] * g[2, 2]) < 1.1
+    # the frame graph's fitter uses the harmonizer's own relative fit, not fit() twice
+    from vidharm.color import fit_relative
+    from vidharm.fitting import FitJob, GridFitter
+    from vidharm.temporal import SmoothingTuning
+    plants = _photo(asset, "bg-6830376", frame.shape)
+    snap = GridFitter(h, SmoothingTuning(mode="off"), relative=True).fit(FitJob(frame, plants, mask, 0.0))
+    assert np.allclose(snap.grid.coeffs, fit(comp, mask, frame).coeffs, atol=1e-5)
+    assert not np.allclose(snap.grid.coeffs, fit_relative(h.fit, comp, mask, frame).coeffs, atol=1e-3)
+
+
 def test_stats_is_the_old_name_of_light():
     from vidharm.harmonize.light import LightHarmonizer
     from vidharm.registry import registry

@@ -97,6 +97,14 @@ def fit_relative(fit, composite: np.ndarray, mask: np.ndarray,
     return fit(composite, mask).relative_to(fit(source, mask))
 
 
+def relative_fit_of(harmonizer):
+    """``fit_relative(composite, mask, source) -> ColorGrid`` of ``harmonizer``: its own
+    ``fit_relative`` when it has one (a harmonizer may use another setting relative to the
+    person's frame: ``light``), else :func:`fit_relative` over its ``fit``."""
+    own = getattr(harmonizer, "fit_relative", None)
+    return own if callable(own) else functools.partial(fit_relative, harmonizer.fit)
+
+
 # ----------------------------------------------------------------------------- applying
 def apply_grid(composite: np.ndarray, mask: np.ndarray, grid: ColorGrid) -> np.ndarray:
     """Apply ``grid`` to the person in ``composite`` at full resolution.

@@ -5,8 +5,8 @@
 
 :class:`GridFitter` is the work itself, the same for every driver: composite at low
 resolution, the stream's :class:`~vidharm.temporal.GridTracker` (change, cut, carried
-statistics), ``harmonizer.fit`` (relative to the camera frame: :func:`vidharm.color.fit_relative`,
-``harmonizer.relative``), optionally a per-channel refit for a cheaper apply
+statistics), ``harmonizer.fit`` (relative to the camera frame, ``harmonizer.relative``:
+:func:`vidharm.color.relative_fit_of`), optionally a per-channel refit for a cheaper apply
 (:func:`vidharm.color.cheap_refits`), the tracker's smoothing. Providers differ only in when
 it runs: :class:`SyncGrids` (offline: in the frame loop, on every frame) and
 :class:`vidharm.live.worker.HarmonizerWorker` (live: its own thread, latest job wins, never
@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from .color import ColorGrid, cheap_refits, diagonal_refit, fit_relative
+from .color import ColorGrid, cheap_refits, diagonal_refit, relative_fit_of
 from .composite import composite
 from .temporal import GridTracker, SmoothingTuning
 
@@ -131,7 +131,7 @@ class GridFitter:
     published, grey levels (EMA), ``global_share`` the share of fits published global.
 
     ``relative``: the harmonizer's transform for the composite relative to its transform for
-    the job's camera frame (:func:`vidharm.color.fit_relative`; two fits per job, the
+    the job's camera frame (:func:`vidharm.color.relative_fit_of`; two fits per job, the
     identity without any fit when the background is the camera frame itself). A
     :class:`~vidharm.harmonize.base.Streaming` harmonizer then carries no statistics across
     frames (the camera frame's fit would mix into them); the published grid is smoothed as
@@ -173,7 +173,8 @@ class GridFitter:
         change, cut = self.tracker.before_fit(None if self.relative else self.harmonizer,
                                               rgb, bg, mask, job.t, forced)
         self.last_change = change
-        grid = fit_relative(self.harmonizer.fit, comp, mask, rgb if self.relative else None)
+        grid = relative_fit_of(self.harmonizer)(comp, mask, rgb) if self.relative else \
+            self.harmonizer.fit(comp, mask)
         if not np.isfinite(grid.coeffs).all():
             raise FloatingPointError("the harmonizer produced a non-finite colour transform")
         if self.diagonal and not grid.is_diagonal and grid.shape != (1, 1):

@@ -83,7 +83,7 @@ def four_backgrounds(rgb, mask, cfg, backgrounds=SHEET_BACKGROUNDS, height: int 
     import numpy as np
 
     from .. import assets
-    from ..color import apply_grid_fused, fit_relative
+    from ..color import apply_grid_fused, relative_fit_of
     from ..composite import composite, make_background
     from ..fitting import job_step
     from ..pipeline import build_harmonizer
@@ -99,8 +99,8 @@ def four_backgrounds(rgb, mask, cfg, backgrounds=SHEET_BACKGROUNDS, height: int 
             provider.close()
             comp = composite(rgb, bg, mask)
             small = np.ascontiguousarray(rgb[::step, ::step]) if cfg.harmonizer.relative else None
-            grid = fit_relative(harmonizer.fit, np.ascontiguousarray(comp[::step, ::step]),
-                                np.ascontiguousarray(mask[::step, ::step]), small)
+            grid = relative_fit_of(harmonizer)(np.ascontiguousarray(comp[::step, ::step]),
+                                               np.ascontiguousarray(mask[::step, ::step]), small)
             out = apply_grid_fused(rgb, bg, mask, grid.scaled(cfg.harmonizer.strength))
             for row, img, label in ((0, comp, f"{caption}: composite"),
                                     (1, out, f"{caption}: {cfg.harmonizer.name}")):

@@ -92,13 +92,15 @@ def _recipes(data_dir, harmonizer, weights, size, contact_sheet, as_json, relati
     from ..training import recipe_eval as R
     from .common import frame_process_settings
     frame_process_settings()
-    fit = R.harmonizer_fit(harmonizer, weights)
+    from ..color import relative_fit_of
+    h = R.harmonizer_for(harmonizer, weights)
     sets = R.load_validation(data_dir, size=size,
                              progress=lambda m: None if m.startswith(("mask", "skipped")) else
                              click.echo(m, err=True))
     sheet = [] if contact_sheet else None
-    report = R.evaluate_recipes(fit, sets, harmonizer + (f" ({weights})" if weights else ""), size,
-                                sheet=sheet, relative=relative)
+    report = R.evaluate_recipes(h.fit, sets, harmonizer + (f" ({weights})" if weights else ""),
+                                size, sheet=sheet, relative=relative,
+                                relative_fit=relative_fit_of(h))
     click.echo(R.to_json(report) if as_json else R.render(report))
     if contact_sheet:
         R.contact_sheet(sheet, contact_sheet)

@@ -13,12 +13,23 @@ the scene and adapts the person from one to the other, cautiously:
 2. **Von Kries adaptation**: per-channel gains ``e_scene / e_person``, in log space, with a
    dead zone (differences a natural photo shows between a person and their own scene, read off
    unedited photos, are left alone), a strength below one and bounded gains.
-3. **Exposure** matched on luminance percentiles: the log2 ratio of the 90th percentiles of the
-   scene and the person, through the same dead zone / strength / bound.
+3. **Exposure** matched on luminance percentiles, as levels in display values: the person's
+   white point (99th percentile of luma) is moved towards the scene's by ``white_strength``
+   of the difference beyond ``white_dead``, the person's black point (2nd percentile) held.
 
-The result is one diagonal transform (per-channel gains) for the whole person, as a
-:class:`ColorGrid`. It never turns a person the scene's colour: the gains only express a change
-of light, they are bounded, and small mismatches are left as they are.
+The result is one transform for the whole person (per-channel gains times the levels gain,
+one offset), as a :class:`ColorGrid`. It never turns a person the scene's colour: the gains
+only express a change of light, they are bounded.
+
+**Two settings.** On the composite alone (:meth:`LightHarmonizer.fit`, :data:`ABSOLUTE`) the
+white point is off: a person's whites say little about the light without their own room (in
+portraits the subject is often lit brighter than the background, and a person in dark
+clothes has no whites), and matching them darkened real portraits by up to 0.5x. Relative to
+the person's own frame (:meth:`LightHarmonizer.fit_relative`, what vidharm applies:
+:data:`RELATIVE`) the person's own colours cancel, and what is left compares the new
+background's white point and illuminant with the room's. There the white point is on, with
+no dead zone: tuned on training-source pairs whose source frame shows other content
+(``scripts/tune_light.py --relative``).
 """
 from __future__ import annotations
 
@@ -26,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..color import ColorGrid, subsample
+from ..color import ColorGrid, fit_relative, subsample
 from .base import BaseHarmonizer
 
 LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
@@ -40,9 +51,20 @@ class LightParams:
     chroma_dead: float = 0.2       # log-gain per channel left alone
     chroma_strength: float = 1.0
     chroma_max: float = 0.35       # |log gain| bound (~ x0.70 .. x1.42 in linear light)
-    exposure_dead: float = 9.0     # stops left alone: off (tuning found every exposure
+    exposure_dead: float = 9.0     # stops left alone: off (every setting of this multiplicative
     exposure_strength: float = 0.0 # estimate tried cost PSNR on the FFHQH recipe)
     exposure_max: float = 1.0      # stops
+    white_dead: float = 0.0        # display-value difference of the white points left alone
+    white_strength: float = 0.0    # share of the rest moved (0: off)
+    white_q: float = 0.99          # luma quantile read as the white point
+    black_q: float = 0.02          # luma quantile held (the pivot)
+    levels_max: float = 2.0        # levels gain bound (and 1 / bound)
+
+
+#: on the composite alone: the colour part only (see the module docstring)
+ABSOLUTE = LightParams()
+#: relative to the person's own frame: the white point on as well
+RELATIVE = LightParams(white_dead=0.0, white_strength=0.8)
 
 
 def _shrink(x: np.ndarray | float, dead: float, strength: float, bound: float):
@@ -68,11 +90,15 @@ def region_light(lin: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float] | N
     return e / max(float(e @ LUMA), 1e-6), float(np.quantile(luma, 0.9))
 
 
+def _as_float(composite: np.ndarray) -> np.ndarray:
+    return composite.astype(np.float32) / 255.0 if composite.dtype == np.uint8 else composite
+
+
 def light_gains(composite: np.ndarray, mask: np.ndarray, p: LightParams = LightParams()) -> np.ndarray:
     """Per-channel display-value gains (3,) for the person in ``composite`` (uint8 or [0, 1]
-    float, (h, w, 3)) under ``mask`` ((h, w) in [0, 1]); ones when there is nothing to go on."""
-    img = composite.astype(np.float32) / 255.0 if composite.dtype == np.uint8 else composite
-    lin = np.power(np.clip(img, 0, 1), GAMMA)
+    float, (h, w, 3)) under ``mask`` ((h, w) in [0, 1]); ones when there is nothing to go on.
+    The colour part (and the multiplicative exposure, off by default); see :func:`levels`."""
+    lin = np.power(np.clip(_as_float(composite), 0, 1), GAMMA)
     fg, bg = mask > 0.9, mask < 0.1              # the soft edge belongs to neither
     a, b = region_light(lin, fg), region_light(lin, bg)
     if a is None or b is None:
@@ -87,10 +113,31 @@ def light_gains(composite: np.ndarray, mask: np.ndarray, p: LightParams = LightP
     return np.power(lin_gain, 1.0 / GAMMA).astype(np.float32)
 
 
+def levels(composite: np.ndarray, mask: np.ndarray, p: LightParams = LightParams()
+           ) -> tuple[float, float]:
+    """(gain, offset) on display values [0, 1] for the person: the white point moved towards
+    the scene's (see the module docstring), the black point held; (1, 0) when there is nothing
+    to go on."""
+    y = _as_float(composite) @ LUMA
+    fg, bg = y[mask > 0.9], y[mask < 0.1]
+    if p.white_strength <= 0 or len(fg) < 50 or len(bg) < 50:
+        return 1.0, 0.0
+    black, white = np.quantile(fg, [p.black_q, p.white_q])
+    diff = float(white - np.quantile(bg, p.white_q))
+    if white - black < 0.05:                     # a flat region: no range to rescale
+        return 1.0, 0.0
+    target = white - float(_shrink(diff, p.white_dead, p.white_strength, 1.0))
+    gain = float(np.clip((target - black) / (white - black), 1.0 / p.levels_max, p.levels_max))
+    return gain, float(black) * (1.0 - gain)
+
+
 def light_grid(composite: np.ndarray, mask: np.ndarray, p: LightParams = LightParams()) -> ColorGrid:
-    """:func:`light_gains` as a 1x1 diagonal :class:`ColorGrid`."""
+    """:func:`light_gains` and :func:`levels` as one 1x1 :class:`ColorGrid`: per channel
+    ``gain * g_c * x + offset``."""
+    gain, offset = levels(composite, mask, p)
     coeffs = np.zeros((1, 1, 3, 4), np.float32)
-    coeffs[0, 0, [0, 1, 2], [0, 1, 2]] = light_gains(composite, mask, p)
+    coeffs[0, 0, [0, 1, 2], [0, 1, 2]] = gain * light_gains(composite, mask, p)
+    coeffs[0, 0, :, 3] = offset
     return ColorGrid(coeffs)
 
 
@@ -98,17 +145,31 @@ class LightHarmonizer(BaseHarmonizer):
     """Learning-free: bounded von Kries adaptation between person and scene illuminants.
 
     Illuminant estimates (grey-edge, bright pixels) of person and scene, dead zone, bounded
-    gains; never turns a person the scene's colour."""
+    gains, and the person's white point moved towards the scene's; never turns a person the
+    scene's colour."""
 
     name = "light"
 
-    def __init__(self, cfg=None, params: LightParams = LightParams()):
+    def __init__(self, cfg=None, params: LightParams = ABSOLUTE,
+                 relative_params: LightParams = RELATIVE):
         from ..config import HarmonizerConfig
         self.cfg = cfg or HarmonizerConfig()
         self.params = params
+        self.relative_params = relative_params
 
-    def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
-        """This frame's transform, estimated on a strided subsample."""
+    def fit(self, composite: np.ndarray, mask: np.ndarray, params: LightParams | None = None
+            ) -> ColorGrid:
+        """This frame's transform on the composite alone (:data:`ABSOLUTE` unless ``params``),
+        estimated on a strided subsample."""
         small = np.ascontiguousarray(subsample(composite, self.cfg.work_size // 2))
         m = np.ascontiguousarray(subsample(mask, self.cfg.work_size // 2))
-        return light_grid(small, m, self.params)
+        return light_grid(small, m, params or self.params)
+
+    def fit_relative(self, composite: np.ndarray, mask: np.ndarray,
+                     source: np.ndarray | None) -> ColorGrid:
+        """Relative to the person's own frame, with the :data:`RELATIVE` setting (the white
+        point on); ``source`` None: :meth:`fit`."""
+        if source is None:
+            return self.fit(composite, mask)
+        return fit_relative(lambda c, m: self.fit(c, m, self.relative_params), composite, mask,
+                            source)

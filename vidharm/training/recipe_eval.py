@@ -86,9 +86,12 @@ def _t(a: np.ndarray) -> torch.Tensor:
 
 def evaluate_recipes(fit: Callable[[np.ndarray, np.ndarray], ColorGrid], sets: dict[str, list[dict]],
                      name: str = "harmonizer", size: int = 256,
-                     sheet: list | None = None, relative: bool = True) -> RecipeReport:
+                     sheet: list | None = None, relative: bool = True,
+                     relative_fit: Callable | None = None) -> RecipeReport:
     """Score ``fit(composite uint8 (S,S,3), mask float (S,S)) -> ColorGrid`` on ``sets``,
-    relative to each pair's ``source`` (when it has one) with ``relative``.
+    relative to each pair's ``source`` (when it has one) with ``relative``: by
+    ``relative_fit(composite, mask, source)`` when given (a harmonizer's own, see
+    :func:`vidharm.color.relative_fit_of`), else :func:`vidharm.color.fit_relative` over ``fit``.
     ``sheet``: a list that receives (recipe, composite, result, target) uint8 images."""
     report = RecipeReport(name, size)
     for recipe, pairs in sets.items():
@@ -99,8 +102,12 @@ def evaluate_recipes(fit: Callable[[np.ndarray, np.ndarray], ColorGrid], sets: d
             mask = p["mask"][0].numpy().astype(np.float32)
             alone = fit(comp, mask)
             src = _u8(p["source"]) if relative and "source" in p else None
-            grid = alone if src is None else \
-                fit_relative(lambda c, m: alone if c is comp else fit(c, m), comp, mask, src)
+            if src is None:
+                grid = alone
+            elif relative_fit is not None:
+                grid = relative_fit(comp, mask, src)
+            else:
+                grid = fit_relative(lambda c, m: alone if c is comp else fit(c, m), comp, mask, src)
             out = apply_grid(comp, mask, grid)
             best = apply_grid(comp, mask, fit_grid(comp, real, mask, (4, 4), ridge=1e-3))
             imgs = (comp, out, best) + ((apply_grid(comp, mask, alone),) if relative else ())
@@ -127,14 +134,14 @@ def _with_pooled(acc: MetricAccumulator) -> dict:
     return out
 
 
-def harmonizer_fit(name: str, weights: str = "", work_size: int = 256) -> Callable:
-    """``fit`` of a registered harmonizer (stateless: each still on its own)."""
+def harmonizer_for(name: str, weights: str = "", work_size: int = 256):
+    """A registered harmonizer on the CPU, as the eval uses it (stateless: each still on its
+    own); its ``fit`` and :func:`vidharm.color.relative_fit_of` are what is scored."""
     from ..config import HarmonizerConfig
     from ..registry import registry
-    h = registry.harmonizers.create(name, HarmonizerConfig(name=name, weights=weights,
-                                                           device="cpu", work_size=work_size))
+    return registry.harmonizers.create(name, HarmonizerConfig(name=name, weights=weights,
+                                                              device="cpu", work_size=work_size))
 
-    return h.fit
 
 
 def render(report: RecipeReport) -> str:
