@@ -109,7 +109,8 @@ def command(background, source, camera, size, fps, sink, output, duration, backg
         _close_quietly(src, snk, bg)
         raise
     click.echo(f"vidharm run: {src_desc} -> {_where(cfg.live.sink, snk, output)}; background "
-               f"{bg.describe()}; harmonizer {cfg.harmonizer.name}; {chosen}; Ctrl-C to stop",
+               f"{bg.describe()}; harmonizer {cfg.harmonizer.name}"
+               f"{'' if cfg.harmonizer.relative else ' (--absolute)'}; {chosen}; Ctrl-C to stop",
                err=True)
     summary = _run_until_stopped(engine, duration)
     _report(summary, engine, snk, cfg.live.sink, src_desc, output, telemetry_png)
