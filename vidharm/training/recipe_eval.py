@@ -27,11 +27,13 @@ The source frame (the person's own image under the person's light, see
 scene as the composite under another light; in use the new background is another picture. The
 relative figures on those sets therefore measure a harmonizer whose two fits see the same
 scene content: the part of the error that comes from two different pictures' contents is not
-in them. ``cross`` is the set whose source frame shows other content, as in use. PSNR/fPSNR/MSE/fMSE by foreground bucket
-(:mod:`vidharm.training.metrics`, PSNR MAX = the target's maximum as published).
+in them. ``cross`` is the set whose source frame shows other content, as in use.
+PSNR/fPSNR/MSE/fMSE by foreground bucket (:mod:`vidharm.training.metrics`, PSNR MAX = the
+target's maximum as published).
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,10 +92,12 @@ def evaluate_recipes(fit: Callable[[np.ndarray, np.ndarray], ColorGrid], sets: d
                      relative_fit: Callable | None = None) -> RecipeReport:
     """Score ``fit(composite uint8 (S,S,3), mask float (S,S)) -> ColorGrid`` on ``sets``,
     relative to each pair's ``source`` (when it has one) with ``relative``: by
-    ``relative_fit(composite, mask, source)`` when given (a harmonizer's own, see
-    :func:`vidharm.color.relative_fit_of`), else :func:`vidharm.color.fit_relative` over ``fit``.
+    ``relative_fit(composite, mask, source)`` (a harmonizer's own, see
+    :func:`vidharm.color.relative_fit_of`; default :func:`vidharm.color.fit_relative` over
+    ``fit``).
     ``sheet``: a list that receives (recipe, composite, result, target) uint8 images."""
     report = RecipeReport(name, size)
+    relative_fit = relative_fit or functools.partial(fit_relative, fit)
     for recipe, pairs in sets.items():
         rows = ROWS + ((ABSOLUTE_ROW,) if relative else ())
         accs = {r: MetricAccumulator() for r in rows}
@@ -102,12 +106,7 @@ def evaluate_recipes(fit: Callable[[np.ndarray, np.ndarray], ColorGrid], sets: d
             mask = p["mask"][0].numpy().astype(np.float32)
             alone = fit(comp, mask)
             src = _u8(p["source"]) if relative and "source" in p else None
-            if src is None:
-                grid = alone
-            elif relative_fit is not None:
-                grid = relative_fit(comp, mask, src)
-            else:
-                grid = fit_relative(lambda c, m: alone if c is comp else fit(c, m), comp, mask, src)
+            grid = alone if src is None else relative_fit(comp, mask, src)
             out = apply_grid(comp, mask, grid)
             best = apply_grid(comp, mask, fit_grid(comp, real, mask, (4, 4), ridge=1e-3))
             imgs = (comp, out, best) + ((apply_grid(comp, mask, alone),) if relative else ())

@@ -280,13 +280,13 @@ def cross_pair(rng: np.random.Generator, item: Item, shapes: Sequence[np.ndarray
     ``L(B)``, target = ``L(A)``'s region on ``L(B)``, source = ``A`` (the video-call case);
     else composite = ``L(A)``'s region on ``B``, target = ``A``'s region on ``B``, source =
     ``L(A)``. The region's content differs from its new surroundings, as a person's does."""
-    from .data import _resize
+    from .data import _crop, _resize
     h, w = item.rgb.shape[:2]
     s = int(0.62 * min(h, w))
     corners = [(0, 0), (h - s, w - s)] if rng.random() < 0.5 else [(0, w - s), (h - s, 0)]
     if rng.random() < 0.5:
         corners = corners[::-1]
-    a, b = (torch.from_numpy(np.ascontiguousarray(_resize(item.rgb[y:y + s, x:x + s], size)))
+    a, b = (torch.from_numpy(np.ascontiguousarray(_resize(_crop(item.rgb, (y, x, s)), size)))
             .permute(2, 0, 1).float().div_(255.0) for y, x in corners)
     mask = torch.from_numpy(person_shape(rng, shapes, size).astype(np.float32))[None]
     light = Light.random(rng)
