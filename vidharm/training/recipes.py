@@ -42,8 +42,9 @@ import torch
 from torch.utils.data import Dataset
 
 RECIPES = ("ffhqh", "light-person", "light-scene", "unedited")
-#: training only: :func:`cross_pair` on the natural photos (the source shows other content)
-TRAIN_RECIPES = RECIPES + ("cross",)
+#: training only: :func:`cross_pair` on the natural photos (the source shows other content),
+#: :func:`other_photo_pair` (the new background is another photo)
+TRAIN_RECIPES = RECIPES + ("cross", "other-photo")
 LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
 
 
@@ -241,8 +242,9 @@ class RecipePairs(Dataset):
         unknown = sorted(set(w) - set(TRAIN_RECIPES))
         if unknown:
             raise ValueError(f"unknown recipe {', '.join(unknown)} (known: {', '.join(TRAIN_RECIPES)})")
-        if w.get("cross") and not self.scenes:
-            raise ValueError("the cross recipe needs natural photos without people")
+        for r in ("cross", "other-photo"):
+            if w.get(r) and not self.scenes:
+                raise ValueError(f"the {r} recipe needs natural photos without people")
         self.recipes = list(w)
         self.probs = np.array([w[r] for r in self.recipes], np.float64)
         self.probs /= self.probs.sum()
@@ -259,9 +261,13 @@ class RecipePairs(Dataset):
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.epoch, int(index), 31])
         real, mask, _ = sample_real(rng, self.people, self.scenes, self.shapes, self.size,
                                     self.p_scene)
-        if rng.random() < self.p_augment:
-            real = Light.random(rng, self.augment_scale)(real)
+        augment = Light.random(rng, self.augment_scale) if rng.random() < self.p_augment else None
         recipe = self.recipes[int(rng.choice(len(self.recipes), p=self.probs))]
+        if recipe == "other-photo":
+            return other_photo_pair(rng, real, mask, self.scenes, self.size,
+                                    scene_changed=rng.random() < 0.5, augment=augment)
+        if augment is not None:
+            real = augment(real)
         if recipe == "cross":
             item = self.scenes[int(rng.integers(len(self.scenes)))]
             return cross_pair(rng, item, self.shapes, self.size, scene_changed=rng.random() < 0.5)
@@ -299,6 +305,35 @@ def cross_pair(rng: np.random.Generator, item: Item, shapes: Sequence[np.ndarray
     return {"composite": comp, "mask": mask, "real": target, "source": source}
 
 
+def other_photo_pair(rng: np.random.Generator, real: torch.Tensor, mask: torch.Tensor,
+                     scenes: Sequence[Item], size: int, scene_changed: bool,
+                     augment: "Light | None" = None) -> dict:
+    """A pair whose new background is ANOTHER photo, as in use: the region of ``real`` (its
+    own frame, the source) pasted on a random crop ``B`` of a natural photo of ``scenes``,
+    both under the augmenting light ``augment`` (if any).
+    Two natural photos are taken to be under comparable light, so with nothing changed the
+    region needs no change: the ground truth is approximate (real photos differ in light a
+    little), which is the point, a model must not "correct" a person because the new
+    background's content differs from the room's. Then a random :class:`Light` ``L``:
+    ``scene_changed``: composite = region on ``L(B)``, target = ``L(region)`` on ``L(B)``,
+    source = ``real``; else composite = ``L(real)``'s region on ``B``, target = region on
+    ``B``, source = ``L(real)``."""
+    from .data import _crop, _random_crop, _resize
+    item = scenes[int(rng.integers(len(scenes)))]
+    b = _resize(_crop(item.rgb, _random_crop(rng, *item.rgb.shape[:2], (0.6, 1.0))), size)
+    b = torch.from_numpy(np.ascontiguousarray(b)).permute(2, 0, 1).float().div_(255.0)
+    if augment is not None:
+        real, b = augment(real), augment(b)
+    light = Light.random(rng)
+    if scene_changed:
+        lb = light(b)
+        comp, target, source = real * mask + lb * (1 - mask), light(real) * mask + lb * (1 - mask), real
+    else:
+        lr = light(real)
+        comp, target, source = lr * mask + b * (1 - mask), real * mask + b * (1 - mask), lr
+    return {"composite": comp, "mask": mask, "real": target, "source": source}
+
+
 def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequence[np.ndarray],
                     *, size: int = 256, per_image: int = 4, seed: int = 12345
                     ) -> dict[str, list[dict]]:
@@ -310,12 +345,16 @@ def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequ
     ``unedited`` every person image once, unchanged (the crop is the whole centre square);
     ``cross``   :func:`cross_pair` on the natural photos, ``2 * per_image`` each, the scene's and
                 the region's light changed alternately: the source frame shows other content.
+    ``other-photo`` :func:`other_photo_pair`: people (``2 * per_image`` crops each) on the
+                natural photos, the scene's and the person's light changed alternately: the
+                new background is another photo, as in use (approximate ground truth).
     Each pair is ``{"composite", "mask", "real", "source"}`` tensors (3,S,S), (1,S,S), (3,S,S),
     (3,S,S); ``source`` as the module docstring says.
     """
     from .data import FFHQHAlteration, _resize
     alteration = FFHQHAlteration()
-    out: dict[str, list[dict]] = {"ffhqh": [], "light": [], "unedited": [], "cross": []}
+    out: dict[str, list[dict]] = {"ffhqh": [], "light": [], "unedited": [], "cross": [],
+                                  "other-photo": []}
     n = per_image * (len(people) + len(scenes))
     for i in range(n):
         rng = np.random.default_rng([seed, i])
@@ -343,6 +382,13 @@ def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequ
         for k in range(2 * per_image):
             out["cross"].append(cross_pair(np.random.default_rng([seed, 7, j, k]), item, shapes,
                                            size, scene_changed=k % 2 == 0))
+    if scenes:
+        for i in range(2 * per_image * len(people)):
+            rng = np.random.default_rng([seed, 11, i])
+            real, mask, _ = sample_real(rng, people, scenes, shapes, size, 0.0, (0.75, 1.0), False)
+            if float(mask.mean()) >= 0.005:
+                out["other-photo"].append(other_photo_pair(rng, real, mask, scenes, size,
+                                                           scene_changed=i % 2 == 0))
     return out
 
 
