@@ -69,7 +69,9 @@ def write_sheet(path, tiles, per_row=8, tw=240):
     cols += [np.zeros_like(cols[0])] * (-len(cols) % per_row)
     img = np.vstack([np.hstack(cols[i:i + per_row]) for i in range(0, len(cols), per_row)])
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.ascontiguousarray(img[..., ::-1]))
+    jpeg = str(path).lower().endswith((".jpg", ".jpeg"))
+    cv2.imwrite(str(path), np.ascontiguousarray(img[..., ::-1]),
+                [cv2.IMWRITE_JPEG_QUALITY, 85] if jpeg else [])
     print(f"wrote {path}", file=sys.stderr)
 
 

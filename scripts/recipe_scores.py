@@ -8,7 +8,7 @@ harmonizer, the fitted-grid ceiling, by foreground bucket; then each harmonizer 
 composite alone, without the source frame).
 
     .venv/bin/python scripts/recipe_scores.py --out docs/model-card-grid-scores \\
-        --harmonizers none light phnet-grid phnet-lite fmm
+        --harmonizers none light phnet-grid phnet-grid-local phnet-lite fmm
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def tables(reports: dict[str, dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/model-card-grid-scores")
-    ap.add_argument("--harmonizers", nargs="+", default=["none", "light", "phnet-grid", "phnet-lite", "fmm"])
+    ap.add_argument("--harmonizers", nargs="+", default=["none", "light", "phnet-grid", "phnet-grid-local", "phnet-lite", "fmm"])
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
     reports = {}
@@ -74,7 +74,9 @@ def main() -> None:
         "(the person's own image under the person's light); unedited photos are scored "
         "against the input. In ffhqh, light and unedited the source frame shows the same "
         "scene as the composite; in cross it shows other content (another crop of the same "
-        "photo), as in use.\n\n" + tables(reports))
+        "photo), as in use; in other-photo the person is put on another natural photo, as "
+        "in use, with an approximate ground truth (two natural photos taken to be under "
+        "comparable light).\n\n" + tables(reports))
     print(f"wrote {args.out}.json and {args.out}.md", file=sys.stderr)
 
 
