@@ -295,7 +295,14 @@ def cross_pair(rng: np.random.Generator, item: Item, shapes: Sequence[np.ndarray
     a, b = (torch.from_numpy(np.ascontiguousarray(_resize(_crop(item.rgb, (y, x, s)), size)))
             .permute(2, 0, 1).float().div_(255.0) for y, x in corners)
     mask = torch.from_numpy(person_shape(rng, shapes, size).astype(np.float32))[None]
-    light = Light.random(rng)
+    return _changed_light_pair(a, b, mask, Light.random(rng), scene_changed)
+
+
+def _changed_light_pair(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, light: "Light",
+                        scene_changed: bool) -> dict:
+    """The region ``mask`` of ``a`` (its frame, the source) on ``b``, with ``light`` changed on
+    ``b`` (``scene_changed``: the target is the region under ``light`` too) or on ``a`` (the
+    source is ``light(a)``; the target is the region as it was)."""
     if scene_changed:
         lb = light(b)
         comp, target, source = a * mask + lb * (1 - mask), light(a) * mask + lb * (1 - mask), a
@@ -324,14 +331,7 @@ def other_photo_pair(rng: np.random.Generator, real: torch.Tensor, mask: torch.T
     b = torch.from_numpy(np.ascontiguousarray(b)).permute(2, 0, 1).float().div_(255.0)
     if augment is not None:
         real, b = augment(real), augment(b)
-    light = Light.random(rng)
-    if scene_changed:
-        lb = light(b)
-        comp, target, source = real * mask + lb * (1 - mask), light(real) * mask + lb * (1 - mask), real
-    else:
-        lr = light(real)
-        comp, target, source = lr * mask + b * (1 - mask), real * mask + b * (1 - mask), lr
-    return {"composite": comp, "mask": mask, "real": target, "source": source}
+    return _changed_light_pair(real, b, mask, Light.random(rng), scene_changed)
 
 
 def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequence[np.ndarray],
