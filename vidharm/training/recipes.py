@@ -19,7 +19,8 @@ image, then the region is pasted); ``light-person``: the whole image under the c
 ``light-scene`` and ``unedited``: the real image. Its scene is the same picture as the
 composite's (under another light or the same), where in use the new background is another
 picture; :func:`cross_pair` makes pairs whose source frame shows other content (the ``cross``
-recipe of training and validation).
+recipe of training and validation), and :func:`other_photo_pair` puts the person on another
+photo (``other-photo``, approximate ground truth).
 
 The region is a person's own matte (photos and clip frames with people) or a person-shaped
 mask laid on a natural photo without people (the ground truth is then exact). Before a recipe
@@ -226,7 +227,9 @@ class RecipePairs(Dataset):
     image colour-augmented (a random :class:`Light` of ``augment_scale`` times the recipes'
     range, probability ``p_augment``: absolute colour and exposure then tell the model
     nothing, only the relation of person and scene does), then one recipe
-    drawn with ``weights``. Sample ``i`` of epoch ``e`` depends only on (seed, e, i)."""
+    drawn with ``weights`` (``other-photo`` puts the same light on the person's image and on
+    the other photo; ``cross`` builds its own pair from a natural photo). Sample ``i`` of
+    epoch ``e`` depends only on (seed, e, i)."""
 
     def __init__(self, people: Sequence[Item], scenes: Sequence[Item], *, size: int = 128,
                  length: int = 4096, seed: int = 0, p_scene: float = 0.4, p_augment: float = 0.8,
@@ -298,7 +301,7 @@ def cross_pair(rng: np.random.Generator, item: Item, shapes: Sequence[np.ndarray
     return _changed_light_pair(a, b, mask, Light.random(rng), scene_changed)
 
 
-def _changed_light_pair(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, light: "Light",
+def _changed_light_pair(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, light: Light,
                         scene_changed: bool) -> dict:
     """The region ``mask`` of ``a`` (its frame, the source) on ``b``, with ``light`` changed on
     ``b`` (``scene_changed``: the target is the region under ``light`` too) or on ``a`` (the
@@ -314,14 +317,14 @@ def _changed_light_pair(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, li
 
 def other_photo_pair(rng: np.random.Generator, real: torch.Tensor, mask: torch.Tensor,
                      scenes: Sequence[Item], size: int, scene_changed: bool,
-                     augment: "Light | None" = None) -> dict:
+                     augment: Light | None = None) -> dict:
     """A pair whose new background is ANOTHER photo, as in use: the region of ``real`` (its
     own frame, the source) pasted on a random crop ``B`` of a natural photo of ``scenes``,
     both under the augmenting light ``augment`` (if any).
     Two natural photos are taken to be under comparable light, so with nothing changed the
-    region needs no change: the ground truth is approximate (real photos differ in light a
-    little), which is the point, a model must not "correct" a person because the new
-    background's content differs from the room's. Then a random :class:`Light` ``L``:
+    region needs no change. That ground truth is approximate (real photos differ in light a
+    little); what it teaches is that a background whose content differs from the room's is
+    not by itself a reason to change the person. Then a random :class:`Light` ``L``:
     ``scene_changed``: composite = region on ``L(B)``, target = ``L(region)`` on ``L(B)``,
     source = ``real``; else composite = ``L(real)``'s region on ``B``, target = region on
     ``B``, source = ``L(real)``."""
