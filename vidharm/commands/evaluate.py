@@ -14,7 +14,7 @@ def load_model(spec: str):
 
 @click.command("eval", epilog="""\b
 Examples:
-  vidharm eval --recipes                             # FFHQH / light-change / unedited, held out
+  vidharm eval --recipes                             # FFHQH, light change, unedited, cross, other photo
   vidharm eval --recipes --harmonizer light --contact-sheet light.png
   vidharm eval --validation                          # held-out sources of the fetched data
   vidharm eval ~/data/iHarmony4 --weights iharmony512.pth --json > scores.json
@@ -37,9 +37,9 @@ Examples:
                    "(its effect fitted as a colour grid on the composite).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--recipes", is_flag=True,
-              help="Score a harmonizer as vidharm applies it on the held-out FFHQH, light-change "
-                   "and unedited sets, against the plain composite and the grid fitted with the "
-                   "ground truth.")
+              help="Score a harmonizer as vidharm applies it on the held-out FFHQH, light-change, "
+                   "unedited, cross and other-photo sets, against the plain composite and the "
+                   "grid fitted with the ground truth.")
 @click.option("--harmonizer", default="phnet-grid", show_default=True,
               help="With --recipes: any registered harmonizer (its --weights if learned).")
 @click.option("--relative/--absolute", default=True, show_default=True,
