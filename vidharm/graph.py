@@ -193,9 +193,9 @@ class FrameGraph:
     def segment(self, rgb: np.ndarray, t: float | None, refine: bool = False) -> "Segmented":
         """The first half of :meth:`process`: segmentation, its checks and the person check,
         and with ``refine`` the mask's refinement and smoothing too. Offline it may run ahead
-        on another thread (the transcoder's prepare thread), in frame order, while :meth:`process` finishes the
-        frame before; nothing it touches is used by the rest (the refiner then belongs to
-        that thread: every frame must come through here, in order)."""
+        on another thread (the transcoder's prepare thread), in frame order, while
+        :meth:`process` finishes the frame before; nothing it touches is used by the rest (the
+        refiner then belongs to that thread: every frame must come through here, in order)."""
         t = 0.0 if t is None else float(t)
         watch = _Stopwatch()
         raw = small = None
@@ -354,8 +354,9 @@ class FrameGraph:
         first touch of every large buffer (the heap keeps them for the next frames). Twice
         through the refiner (the second call runs the temporal smoother), with a mask
         covering nearly the whole frame (the largest box a person can give) and every grid
-        kind (4x4 per-channel, 4x4 full, one global transform): before, the second real 1080p frame took 181 ms (refine 54, apply 123) and
-        three camera frames were dropped at every start."""
+        kind (4x4 per-channel, 4x4 full, one global transform): before, the second real 1080p
+        frame took 181 ms (refine 54, apply 123) and three camera frames were dropped at every
+        start."""
         w, h = size
         try:
             frame = np.zeros((h, w, 3), np.uint8)

@@ -91,8 +91,8 @@ def _train_grid(kw: dict, recipe_weights: str | None, augment_scale: float | Non
         except (ValueError, AttributeError, TypeError):
             raise InputError(f"--recipe-weights '{recipe_weights}' is not a JSON object of numbers",
                              'e.g. \'{"ffhqh": 0.3, "unedited": 0.2}\'') from None
-        from ..training.recipes import TRAIN_RECIPES
-        unknown = sorted(set(extra["weights"]) - set(TRAIN_RECIPES))
+        from ..training.recipes import TRAIN_RECIPES, unknown_recipes
+        unknown = unknown_recipes(extra["weights"])
         if unknown:
             raise InputError(f"--recipe-weights names unknown recipe {', '.join(unknown)}",
                              f"use {', '.join(TRAIN_RECIPES)}")

@@ -8,7 +8,8 @@ What it does, step by step:
    training clips' frames into memory at a small size, split BY SOURCE
    (:data:`VAL_PEOPLE`, :data:`VAL_SCENES` are held out whole);
 2. draws batches of :class:`vidharm.training.recipes.RecipePairs` (FFHQH, light-person,
-   light-scene, unedited) at the model's input size;
+   light-scene, unedited; with ``weights`` also cross and other-photo) at the model's input
+   size;
 3. minimises the published PHNet loss (PSNR, FN-MSE, gradient) on the image *after* the
    predicted transform is applied (``apply``: the model's grid; ``global``: the one transform
    closest to it, what phnet-grid applies; ``relative``: that transform for the composite with

@@ -148,7 +148,6 @@ def harmonizer_for(name: str, weights: str = "", work_size: int = 256):
                                                               device="cpu", work_size=work_size))
 
 
-
 def render(report: RecipeReport) -> str:
     """A plain-text table: recipe, bucket, then PSNR (fPSNR) per row."""
     lines = [f"harmonizer: {report.harmonizer}   size {report.size}   mean PSNR dB (fPSNR dB), "

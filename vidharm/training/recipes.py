@@ -49,6 +49,11 @@ TRAIN_RECIPES = RECIPES + ("cross", "other-photo")
 LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
 
 
+def unknown_recipes(names) -> list[str]:
+    """Those of ``names`` that are not training recipes (:data:`TRAIN_RECIPES`), sorted."""
+    return sorted(set(names) - set(TRAIN_RECIPES))
+
+
 # ------------------------------------------------------------------------- a change of light
 
 
@@ -242,7 +247,7 @@ class RecipePairs(Dataset):
         self.p_scene, self.p_augment = float(p_scene), float(p_augment)
         self.augment_scale = float(augment_scale)
         w = weights or {"ffhqh": 0.3, "light-person": 0.25, "light-scene": 0.3, "unedited": 0.15}
-        unknown = sorted(set(w) - set(TRAIN_RECIPES))
+        unknown = unknown_recipes(w)
         if unknown:
             raise ValueError(f"unknown recipe {', '.join(unknown)} (known: {', '.join(TRAIN_RECIPES)})")
         for r in ("cross", "other-photo"):
