@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How the shipped phnet-grid weights (vidharm/weights/phnet-grid.safetensors) are made, on CPU.
 # Needs the fetched training data (python scripts/fetch_training_data.py). About 30 + 10 + 10
-# minutes on one core of the 2-core development machine (a second core builds the pairs).
+# + 7 minutes on one core of the 2-core development machine (a second core builds the pairs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V=.venv/bin/vidharm
@@ -22,6 +22,13 @@ $V train --model phnet-grid --steps 6000 --batch-size 32 --lr 7e-4 --val-every 5
   --apply both \
   --recipe-weights '{"ffhqh": 0.25, "light-person": 0.15, "light-scene": 0.2, "unedited": 0.1, "cross": 0.3}' \
   --out-dir runs/grid-rel
-cp runs/grid-rel/phnet-grid.safetensors vidharm/weights/phnet-grid.safetensors
-# 4. the ONNX export the CPU runs without torch (needs `pip install onnx`; checked against torch)
+# 4. the joint head (it sees the composite and the person's own frame together) trained with
+#    the rest of the model, with the other-photo recipe (a person on another natural photo)
+$V train --model phnet-grid --steps 4000 --batch-size 32 --lr 3e-4 --val-every 250 \
+  --init-weights runs/grid-rel/phnet-grid.safetensors --augment-scale 1.0 --augment-share 0.9 \
+  --apply joint \
+  --recipe-weights '{"ffhqh": 0.25, "light-person": 0.15, "light-scene": 0.15, "unedited": 0.1, "cross": 0.2, "other-photo": 0.15}' \
+  --out-dir runs/grid-joint
+cp runs/grid-joint/phnet-grid.safetensors vidharm/weights/phnet-grid.safetensors
+# 5. the ONNX export the CPU runs without torch (needs `pip install onnx`; checked against torch)
 .venv/bin/python scripts/export_onnx.py

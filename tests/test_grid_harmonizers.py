@@ -56,7 +56,7 @@ def test_fresh_grid_model_is_identity_and_saves_with_its_config(tmp_path, person
     from vidharm.models import create_model
     from vidharm.models.weights import load_weights, save_weights
     net = create_model("phnet-grid")
-    assert net.config["arch"] == "grid" and sum(p.numel() for p in net.parameters()) < 500_000
+    assert net.config["arch"] == "grid" and sum(p.numel() for p in net.parameters()) < 650_000
     frame, mask = person
     x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
     m = torch.from_numpy((mask > 0.5).astype(np.float32))[None, None]
@@ -89,7 +89,6 @@ def test_relative_to_the_persons_own_frame(asset, person):
     video-call case) the relative transform follows that change better than the fit on the
     composite alone, for darker, brighter, warmer and cooler light."""
     from vidharm import Harmonizer
-    from vidharm.color import fit_relative
     from vidharm.training.recipes import Light
     h = Harmonizer.from_pretrained("default", device="cpu")
     frame, mask = person
@@ -105,11 +104,49 @@ def test_relative_to_the_persons_own_frame(asset, person):
         lit = (light(x).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
         comp = np.where(fg[..., None], frame, lit).astype(np.uint8)
         err = lambda img: float(np.abs(img[fg].astype(float) - lit[fg]).mean())
-        rel = err(apply_grid(comp, mask, fit_relative(h.fit, comp, mask, frame)))
+        rel = err(apply_grid(comp, mask, h.fit_relative(comp, mask, frame)))
         errs.append((err(comp), err(h(comp, mask)), rel))
         assert rel < 0.7 * err(comp), (light, errs[-1])
     plain, alone, rel = np.mean(errs, 0)
     assert rel < 0.8 * alone, errs
+
+
+def test_the_joint_head_corrects_the_relative_transform(asset, person):
+    """phnet-grid's joint head sees the composite and the person's own frame together; its
+    correction is added to the relative transform. A fresh head (zero) changes nothing, in
+    training and as vidharm applies it; the shipped one changes the transform on a real
+    composite; without a source frame, or with the frame itself, the fit is as before."""
+    import cv2
+    from vidharm import Harmonizer
+    from vidharm.color import fit_relative
+    from vidharm.models import create_model
+    from vidharm.models.runner import ModelRunner
+    from vidharm.training.grid_train import predictions
+    frame, mask = person
+    cafe, _ = _on(person, _photo(asset, "sample-background", frame.shape))
+    shipped = Harmonizer.from_pretrained("default", device="cpu")
+    assert shipped.has_joint
+    plain = fit_relative(shipped.fit, cafe, mask, frame)
+    joint = shipped.fit_relative(cafe, mask, frame)
+    assert joint.shape == plain.shape == (1, 1)
+    assert 0.003 < np.abs(joint.coeffs - plain.coeffs).max() < 0.5
+    assert np.array_equal(shipped.fit_relative(cafe, mask, None).coeffs, shipped.fit(cafe, mask).coeffs)
+    assert np.array_equal(shipped.fit_relative(frame, mask, frame).coeffs, IDENTITY[None, None])
+    # a fresh joint head on the shipped weights: exactly the plain relative transform
+    fresh = create_model("phnet-grid")
+    fresh.load_state_dict({k: v for k, v in shipped.model.state_dict().items()
+                           if not k.startswith("joint.")}, strict=False)
+    runner = ModelRunner(fresh.eval(), device="cpu")
+    assert np.allclose(runner.fit_relative(cafe, mask, frame).coeffs, plain.coeffs, atol=1e-6)
+    t = lambda a: torch.from_numpy(cv2.resize(a, (64, 64), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)[None].float() / 255
+    m = (torch.from_numpy(cv2.resize(mask, (64, 64), interpolation=cv2.INTER_AREA))[None, None] > 0.5).float()
+    with torch.no_grad():
+        a = predictions(fresh, t(cafe), m, "joint", t(frame))
+        b = predictions(fresh, t(cafe), m, "both", t(frame))
+        assert len(a) == len(b) == 2 and all(torch.equal(x, y) for x, y in zip(a, b))
+        c = predictions(shipped.model, t(cafe), m, "joint", t(frame))
+        # the shipped head moves the relative image, and leaves the fit alone as it was
+        assert not torch.allclose(c[0], a[0], atol=1e-3) and torch.allclose(c[1], a[1], atol=1e-6)
 
 
 def test_relative_to_undoes_the_base_transform(person):
@@ -153,7 +190,7 @@ def test_the_onnx_export_is_the_shipped_model_without_torch(asset, person, tmp_p
     from vidharm.models.runner import ModelRunner
     from vidharm.registry import registry
     h = registry.harmonizers.create("phnet-grid", HarmonizerConfig(device="cpu"))
-    assert isinstance(h.net, OnnxGridRunner) and h.device == "cpu"
+    assert isinstance(h.net, OnnxGridRunner) and h.device == "cpu" and h.net.joint is not None
     ref = ModelRunner.from_pretrained("phnet-grid", device="cpu")
     frame, mask = person
     for name in ("sample-background", "bg-6830376"):
@@ -165,6 +202,9 @@ def test_the_onnx_export_is_the_shipped_model_without_torch(asset, person, tmp_p
                 want = ref.model.predict_grid(img, mt)[0].numpy()
             assert np.abs(c - want).max() < 1e-4
             assert np.abs(h.fit(comp, m).coeffs - ref.fit(comp, m).coeffs).max() < 1e-3
+            # relative to his own frame, with the joint head (its own small graph)
+            assert np.abs(h.fit_relative(comp, m, frame).coeffs
+                          - ref.fit_relative(comp, m, frame).coeffs).max() < 1e-3
     # --weights (a file) and phnet-grid-local with CUDA asked for stay with torch
     assert isinstance(registry.harmonizers.create(
         "phnet-grid", HarmonizerConfig(device="cpu", weights=str(ref_path()))).net, ModelRunner)
@@ -172,7 +212,10 @@ def test_the_onnx_export_is_the_shipped_model_without_torch(asset, person, tmp_p
             "from vidharm.config import HarmonizerConfig\n"
             "from vidharm.registry import registry\n"
             "h = registry.harmonizers.create('phnet-grid', HarmonizerConfig(device='cpu'))\n"
-            "g = h.fit(np.full((90, 160, 3), 120, np.uint8), np.pad(np.ones((60, 80), np.float32), ((30, 0), (40, 40))))\n"
+            "img, m = np.full((90, 160, 3), 120, np.uint8), np.pad(np.ones((60, 80), np.float32), ((30, 0), (40, 40)))\n"
+            "g = h.fit(img, m)\n"
+            "assert g.shape == (1, 1) and np.isfinite(g.coeffs).all()\n"
+            "g = h.fit_relative(img, m, img // 2)\n"
             "assert g.shape == (1, 1) and np.isfinite(g.coeffs).all()\n"
             "print('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -505,6 +548,35 @@ def test_train_cli_routes_grid_models_to_the_recipe_trainer(tmp_path, data_dir):
                 "--data-dir", data_dir, "--out-dir", tmp_path / "bad")
     assert r.returncode == 2 and "unknown recipe crosss" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_train_joint_only_keeps_the_rest_of_the_model(tmp_path, data_dir):
+    """``vidharm train --apply joint --joint-only`` from weights made before the joint head
+    existed: the head starts at zero and learns; every other tensor stays as it was (so the
+    fit without a source frame does not change). --joint-only without --apply joint: one
+    line, nothing written."""
+    from vidharm.models import create_model
+    from vidharm.models.weights import load_weights, save_weights
+    old = create_model("phnet-grid", joint=0)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        old.head.glob_out.weight.normal_(0, 0.01)       # a model that does something
+    init = save_weights(old, tmp_path / "old.safetensors")
+    out = tmp_path / "run"
+    r = run_cli("train", "--model", "phnet-grid", "--steps", "4", "--val-every", "2",
+                "--batch-size", "4", "--workers", "0", "--data-dir", data_dir, "--out-dir", out,
+                "--lr", "1e-2", "--init-weights", init, "--apply", "joint", "--joint-only",
+                "--recipe-weights", '{"light-scene": 1, "cross": 1}')
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "config.json").read_text())["joint_only"] is True
+    new = load_weights(out / "phnet-grid.safetensors").state_dict()
+    for k, v in old.state_dict().items():
+        assert torch.equal(new[k], v), k
+    assert float(new["joint.out.weight"].abs().sum()) > 0
+    r = run_cli("train", "--model", "phnet-grid", "--joint-only", "--data-dir", data_dir,
+                "--out-dir", tmp_path / "bad")
+    assert r.returncode == 2 and "--apply joint" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "bad").exists()
 
 
 def test_grid_training_refuses_an_unknown_loss(tmp_path):

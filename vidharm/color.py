@@ -100,7 +100,8 @@ def fit_relative(fit, composite: np.ndarray, mask: np.ndarray,
 def relative_fit_of(harmonizer):
     """``fit_relative(composite, mask, source) -> ColorGrid`` of ``harmonizer``: its own
     ``fit_relative`` when it has one (a harmonizer may use another setting relative to the
-    person's frame: ``light``), else :func:`fit_relative` over its ``fit``."""
+    person's frame, as ``light`` does, or look at both frames together, as phnet-grid's joint
+    head does), else :func:`fit_relative` over its ``fit``."""
     own = getattr(harmonizer, "fit_relative", None)
     return own if callable(own) else functools.partial(fit_relative, harmonizer.fit)
 

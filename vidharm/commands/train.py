@@ -46,23 +46,28 @@ Examples:
 @click.option("--loss", "grid_loss", type=click.Choice(["published", "per-image"]), default="published",
               show_default=True,
               help="phnet-grid: per-image = the PSNR term per image (mean), not pooled over the batch.")
-@click.option("--apply", "grid_apply", type=click.Choice(["grid", "global", "relative", "both"]), default="grid",
-              show_default=True,
+@click.option("--apply", "grid_apply", type=click.Choice(["grid", "global", "relative", "both", "joint"]),
+              default="grid", show_default=True,
               help="phnet-grid: the loss on the model's own grid applied, on the one global "
                    "transform closest to it (what phnet-grid applies), on that transform "
-                   "relative to the one for the person's own frame (what vidharm applies), or "
-                   "on both of the last two.")
+                   "relative to the one for the person's own frame (what vidharm applies), "
+                   "on both of the last two, or on both with the joint head's correction "
+                   "from the two frames added to the relative one (joint).")
+@click.option("--joint-only", is_flag=True,
+              help="phnet-grid with --apply joint: train only the joint head; the rest of the "
+                   "model (and so the fit without a source frame) stays exactly as it was.")
 def command(no_progress, schedule, temporal_weight, recipe_weights, augment_scale, augment_share,
-            grid_loss, grid_apply, **kw):
+            grid_loss, grid_apply, joint_only, **kw):
     """Train with the published recipe (PSNR + FN-MSE + gradient loss, Lion), checkpoints,
     CSV/TensorBoard logs and validation PSNR/fMSE; writes OUT_DIR/final.safetensors."""
     from ..models import model_config
     if model_config(kw["model"]).get("arch") == "grid":
-        _train_grid(kw, recipe_weights, augment_scale, augment_share, grid_loss, grid_apply)
+        _train_grid(kw, recipe_weights, augment_scale, augment_share, grid_loss, grid_apply,
+                    joint_only)
         return
-    if grid_loss != "published" or grid_apply != "grid":
+    if grid_loss != "published" or grid_apply != "grid" or joint_only:
         from ..errors import InputError
-        raise InputError("--loss and --apply are for phnet-grid models", "drop them")
+        raise InputError("--loss, --apply and --joint-only are for phnet-grid models", "drop them")
     from ..training.data import TRAIN_CLIPS
     from ..training.train import TrainConfig, train
     cfg = TrainConfig(**kw, lr_schedule=schedule, progress=not no_progress,
@@ -75,7 +80,7 @@ def command(no_progress, schedule, temporal_weight, recipe_weights, augment_scal
 
 def _train_grid(kw: dict, recipe_weights: str | None, augment_scale: float | None,
                 augment_share: float | None, grid_loss: str = "published",
-                grid_apply: str = "grid") -> None:
+                grid_apply: str = "grid", joint_only: bool = False) -> None:
     """Models that predict the colour grid train on the recipe pairs (vidharm.training.grid_train)."""
     import json
 
@@ -102,6 +107,7 @@ def _train_grid(kw: dict, recipe_weights: str | None, augment_scale: float | Non
         extra["p_augment"] = augment_share
     extra["loss"] = grid_loss
     extra["apply"] = grid_apply
+    extra["joint_only"] = joint_only
     cfg = GridTrainConfig(model=kw["model"], data_dir=kw["data_dir"] or "", out_dir=kw["out_dir"],
                           steps=kw["steps"], batch=kw["batch_size"], lr=kw["lr"], seed=kw["seed"],
                           val_every=kw["val_every"], workers=min(kw["num_workers"], 1),

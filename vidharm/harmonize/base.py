@@ -17,7 +17,9 @@ same harmonizer gives for the source frame undone (``harmonizer.relative``, on b
 The harmonizer's estimate of the light on the person then cancels (its bias for this face and
 these clothes: from the composite alone phnet-grid brightens the sample clip's man by about
 10 grey levels in his own room); what is left is how the new background's light differs from
-the room's, and a background like the room leaves the person as they are.
+the room's, and a background like the room leaves the person as they are. A harmonizer may
+override ``fit_relative`` (``light`` uses other settings there; phnet-grid adds its joint
+head's correction, computed from both frames together).
 
 ``fit`` keeps nothing from one call to the next: temporal smoothing, cut detection and resets
 belong to the driver (:class:`vidharm.temporal.GridTracker`). A harmonizer that can carry

@@ -60,6 +60,12 @@ class LearnedHarmonizer(BaseHarmonizer):
     def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
         return self.net.fit(composite, mask)
 
+    def fit_relative(self, composite: np.ndarray, mask: np.ndarray,
+                     source: np.ndarray | None) -> ColorGrid:
+        """:meth:`BaseHarmonizer.fit_relative`, by the network's runner: a grid model with a
+        joint head adds its correction from both frames (``models.runner.joint_relative``)."""
+        return self.net.fit_relative(composite, mask, source)
+
     # the Streaming capability (vidharm.harmonize.base.Streaming)
     def set_streaming(self, smoothing: float) -> None:
         fn = getattr(self.net.model, "set_streaming", None)

@@ -24,6 +24,12 @@ Built from PHNet's parts, at the network's own input size S (128 by default):
    (12 numbers); a 1x1-conv head on each cell's features (and the global embedding) gives
    the local residual (12 per cell). Both final layers start at zero, so a fresh model is
    the identity (the plain composite).
+4. Optionally (``joint`` > 0) **a joint head** (:class:`JointHead`) for the relative form,
+   where vidharm has the frame the person was cut from: an MLP on the global features of the
+   composite and of that source frame gives a correction (3x4) added to the transform for the
+   composite with the one for the source frame undone. Each fit alone sees one picture; the
+   joint head sees both, so it can weigh how the new background's light differs from the
+   room's. Its last layer starts at zero: without training it changes nothing.
 
 The output transform of cell (i, j) acts on RGB in [0, 1]::
 
@@ -53,6 +59,7 @@ GRID_DEFAULT_OPTIONS: Dict[str, Any] = {
     "local_scale": 0.5,        # the local residual's share (a fresh model: 0)
     "ring": 0,                 # >0: also the statistics of the bands of this many pixels on
                                # either side of the mask's edge (person and scene side by side)
+    "joint": 0,                # >0: width of the joint head (:class:`JointHead`), 0: none
 }
 N_STATS = 14                   # per cell: fg mean/std, bg mean/std (3 each), fg/bg coverage
 N_CUES = 12                    # grey-edge and bright-pixel estimates, fg and bg (3 each)
@@ -203,25 +210,44 @@ class GridHead(nn.Module):
         return (ident + d).permute(0, 2, 3, 1).reshape(b, self.grid, self.grid, 3, 4)
 
 
+class JointHead(nn.Module):
+    """The correction to the relative transform from both frames' global features
+    (composite ``gc``, source frame ``gs``, each (B, n)) -> (B, 3, 4); starts at zero."""
+
+    def __init__(self, n_global: int, hidden: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(3 * n_global, hidden), nn.LeakyReLU(0.1),
+                                 nn.Linear(hidden, hidden), nn.LeakyReLU(0.1))
+        self.out = nn.Linear(hidden, 12)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, gc: Tensor, gs: Tensor) -> Tensor:
+        return self.out(self.mlp(torch.cat([gc, gs, gc - gs], 1))).reshape(-1, 3, 4)
+
+
 class GridNet(nn.Module):
     """phnet-grid (see the module docstring). ``forward(image, mask)``: image (B,3,H,W) in
     [0, 1], mask (B,1,H,W) in [0, 1] -> the harmonized image (B,3,H,W), any H, W."""
 
     def __init__(self, enc_sizes: Sequence[int] = (16, 32, 64, 96), in_size: int = 128,
                  enc_size: int = 64, grid: int = 4, stat_grids: Sequence[int] = (1, 2, 4), hidden: int = 96,
-                 local_scale: float = 0.5, ring: int = 0, name: str = "phnet-grid"):
+                 local_scale: float = 0.5, ring: int = 0, joint: int = 0,
+                 name: str = "phnet-grid"):
         super().__init__()
         if not 1 <= grid <= 16 or not 32 <= in_size <= 1024 or not 16 <= enc_size <= in_size \
                 or not 1 <= len(enc_sizes) <= 6 or not all(1 <= c <= 1024 for c in enc_sizes) \
                 or not 1 <= hidden <= 1024 or not all(1 <= g <= 16 for g in stat_grids) \
-                or not 0 <= ring <= 16:
+                or not 0 <= ring <= 16 or not 0 <= joint <= 1024:
             raise ValueError(f"grid {grid}, in_size {in_size}, enc_size {enc_size}, enc_sizes "
-                             f"{list(enc_sizes)}, hidden {hidden} or stat_grids "
-                             f"{list(stat_grids)} out of range")
+                             f"{list(enc_sizes)}, hidden {hidden}, stat_grids "
+                             f"{list(stat_grids)} or joint {joint} out of range")
         self.config = {"arch": "grid", "name": name, "enc_sizes": [int(c) for c in enc_sizes],
                        "in_size": int(in_size), "enc_size": int(enc_size), "grid": int(grid),
                        "stat_grids": [int(g) for g in stat_grids], "hidden": int(hidden),
                        "local_scale": float(local_scale), "ring": int(ring)}
+        if joint:                      # recorded only when present: older files stay as they were
+            self.config["joint"] = int(joint)
         self.in_size, self.enc_size, self.grid = int(in_size), int(enc_size), int(grid)
         self.stat_grids = [int(g) for g in stat_grids]
         chans = [4] + [int(c) for c in enc_sizes]
@@ -229,8 +255,10 @@ class GridNet(nn.Module):
         c = chans[-1]
         self.ring = int(ring)
         n_stats = N_STATS * sum(g * g for g in self.stat_grids) + (12 if self.ring else 0)
-        self.head = GridHead(n_global=n_stats + N_CUES + 2 * c, n_cell=N_STATS + 2 * c,
+        self.n_global = n_stats + N_CUES + 2 * c
+        self.head = GridHead(n_global=self.n_global, n_cell=N_STATS + 2 * c,
                              hidden=hidden, grid=self.grid, local_scale=local_scale)
+        self.joint = JointHead(self.n_global, int(joint)) if joint else None
 
     def _input(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         s = self.in_size
@@ -241,6 +269,10 @@ class GridNet(nn.Module):
 
     def predict_grid(self, image: Tensor, mask: Tensor) -> Tensor:
         """(B,3,H,W) [0,1], (B,1,H,W) [0,1] -> coefficients (B, grid, grid, 3, 4)."""
+        return self.predict_with_features(image, mask)[0]
+
+    def predict_with_features(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`predict_grid` and the global features the joint head reads, (B, n_global)."""
         x, m = self._input(image.float(), mask.float())
         stats = [patch_stats(x, m, g) for g in self.stat_grids]
         xm = torch.cat([x, m], 1)
@@ -260,7 +292,14 @@ class GridNet(nn.Module):
         cf, _, _ = masked_mean_std(feat, mf, self.grid)
         cb, _, _ = masked_mean_std(feat, 1.0 - mf, self.grid)
         cell = patch_stats(x, m, self.grid)
-        return self.head(g_feat, torch.cat([cell, cf, cb], 1))
+        return self.head(g_feat, torch.cat([cell, cf, cb], 1)), g_feat
+
+    def joint_delta(self, g_composite: Tensor, g_source: Tensor) -> Tensor:
+        """The joint head's correction (B, 3, 4) to the relative transform (zeros without
+        one)."""
+        if self.joint is None:
+            return g_composite.new_zeros(len(g_composite), 3, 4)
+        return self.joint(g_composite, g_source)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         return apply_coeffs(image, mask, self.predict_grid(image, mask))
@@ -270,6 +309,7 @@ class GridNet(nn.Module):
 register_arch("grid", GridNet, GRID_DEFAULT_OPTIONS)
 register_model(
     "phnet-grid", "predicts the colour grid itself: PN patch statistics of person and scene at "
-    "grids 1/2/4 + a small encoder + a global-affine/local-residual head (vidharm's default)",
+    "grids 1/2/4 + a small encoder + a global-affine/local-residual head, and a joint head on "
+    "both frames for the relative form (vidharm's default)",
     arch="grid", weights="phnet-grid.safetensors", enc_sizes=[16, 32, 64, 96], in_size=64,
-    enc_size=64, grid=4, stat_grids=[1, 2, 4], hidden=96, local_scale=0.5)
+    enc_size=64, grid=4, stat_grids=[1, 2, 4], hidden=96, local_scale=0.5, joint=128)

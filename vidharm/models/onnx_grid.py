@@ -9,7 +9,9 @@ within 1e-4 (``tests/test_grid_harmonizers.py`` compares the two on real composi
 :class:`OnnxGridRunner` does what :class:`vidharm.models.runner.ModelRunner` does for grid
 models: the composite and matte down to the working size (area), the matte binarised there,
 both averaged down to the network's 64x64, the predicted grid applied as
-:func:`vidharm.models.runner.applied_grid` says. :func:`onnx_runner` picks it for the shipped
+:func:`vidharm.models.runner.applied_grid` says. The graph also outputs the global features
+its joint head reads; the joint head (relative to the person's own frame) is a second, tiny
+graph (``phnet-grid-joint.onnx``), run by :meth:`OnnxGridRunner.fit_relative`. :func:`onnx_runner` picks it for the shipped
 phnet-grid when the model would run on the CPU; everything else (``--weights``, CUDA, a
 working size that is not a multiple of 64) stays with torch. Nothing here imports torch.
 """
@@ -30,6 +32,11 @@ from ._registry import WEIGHTS_DIR
 ONNX_FILES = {"phnet-grid": "phnet-grid.onnx", "default": "phnet-grid.onnx"}
 #: the graph's inputs: image (1, 3, 64, 64) in [0, 1], mask (1, 1, 64, 64)
 input_names = ("image", "mask")
+#: its outputs: the grid (1, 4, 4, 3, 4) and the global features (1, n)
+output_names = ("grid", "features")
+#: the joint head's graph next to it: features of composite and source -> (1, 3, 4)
+JOINT_SUFFIX = "-joint.onnx"
+joint_input_names = ("features_composite", "features_source")
 IN_SIZE = 64
 GRID = 4
 
@@ -81,6 +88,8 @@ class OnnxGridRunner:
         self._cv2 = cv2
         self.net = cv2.dnn.readNetFromONNX(str(path))
         self.path = Path(path)
+        joint = self.path.with_name(self.path.name.removesuffix(".onnx") + JOINT_SUFFIX)
+        self.joint = cv2.dnn.readNetFromONNX(str(joint)) if joint.is_file() else None
         self.work_size = int(work_size)
         self.local = bool(local)
         self.name = name
@@ -92,6 +101,12 @@ class OnnxGridRunner:
     def predict(self, composite: np.ndarray, mask: np.ndarray):
         """(coefficients (gh, gw, 3, 4), composite at the working size uint8, its matte
         float32) for a composite uint8 (h, w, 3) and matte float (h, w)."""
+        coeffs, _, small, msmall = self.predict_with_features(composite, mask)
+        return coeffs, small, msmall
+
+    def predict_with_features(self, composite: np.ndarray, mask: np.ndarray):
+        """:meth:`predict` with the global features (1, n) between the coefficients and the
+        small images."""
         cv2 = self._cv2
         s = self.work_size
         small = cv2.resize(composite, (s, s), interpolation=cv2.INTER_AREA)
@@ -105,13 +120,35 @@ class OnnxGridRunner:
         with self._lock:
             self.net.setInput(blob, input_names[0])
             self.net.setInput(mblob, input_names[1])
-            out = self.net.forward()
-        return np.asarray(out, np.float32).reshape(GRID, GRID, 3, 4), small, msmall
+            grid, feats = self.net.forward(list(output_names))
+        return (np.asarray(grid, np.float32).reshape(GRID, GRID, 3, 4),
+                np.asarray(feats, np.float32).reshape(1, -1), small, msmall)
 
     def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
         from .runner import applied_grid
         coeffs, small, msmall = self.predict(composite, mask)
         return applied_grid(coeffs, small, msmall, self.local)
+
+    def fit_relative(self, composite: np.ndarray, mask: np.ndarray,
+                     source: np.ndarray | None) -> ColorGrid:
+        """As :meth:`vidharm.models.runner.ModelRunner.fit_relative`: relative to the frame
+        the person was cut from, with the joint head's correction."""
+        from ..color import fit_relative
+        from .runner import applied_grid, joint_relative
+        if self.joint is None:
+            return fit_relative(self.fit, composite, mask, source)
+
+        def fit_with_features(image, m):
+            coeffs, feats, small, msmall = self.predict_with_features(image, m)
+            return applied_grid(coeffs, small, msmall, self.local), feats
+
+        def delta(gc, gs):
+            with self._lock:
+                self.joint.setInput(np.ascontiguousarray(gc, np.float32), joint_input_names[0])
+                self.joint.setInput(np.ascontiguousarray(gs, np.float32), joint_input_names[1])
+                return np.asarray(self.joint.forward(), np.float32)
+
+        return joint_relative(fit_with_features, delta, self.fit, composite, mask, source)
 
     def close(self) -> None:
         """Nothing to free (the network goes with the object)."""

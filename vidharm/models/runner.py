@@ -128,6 +128,11 @@ class ModelRunner:
         with self._torch.inference_mode():
             return self.model.predict_grid(image, mask).float().cpu().numpy()
 
+    @property
+    def has_joint(self) -> bool:
+        """True for grid models with a joint head (:class:`vidharm.models.gridnet.JointHead`)."""
+        return getattr(self.model, "joint", None) is not None
+
     def fit(self, composite: np.ndarray, mask: np.ndarray) -> ColorGrid:
         """The colour-transform grid for this composite: predicted directly by grid models,
         otherwise fitted to the network's output at low resolution."""
@@ -144,8 +149,28 @@ class ModelRunner:
     def fit_relative(self, composite: np.ndarray, mask: np.ndarray,
                      source: np.ndarray | None) -> ColorGrid:
         """:meth:`fit` relative to the frame the person was cut from
-        (:func:`vidharm.color.fit_relative`)."""
-        return fit_relative(self.fit, composite, mask, source)
+        (:func:`vidharm.color.fit_relative`); for a model with a joint head, plus its
+        correction from both frames (:func:`joint_relative`)."""
+        if not self.has_joint:
+            return fit_relative(self.fit, composite, mask, source)
+        torch = self._torch
+
+        def forward(img, m):
+            with torch.inference_mode():
+                coeffs, feats = self.model.predict_with_features(img, m)
+            return coeffs.float().cpu().numpy(), feats.float().cpu().numpy()
+
+        def delta(gc, gs):
+            with torch.inference_mode():
+                return self.model.joint_delta(torch.from_numpy(gc).to(self.device),
+                                              torch.from_numpy(gs).to(self.device)).float().cpu().numpy()
+
+        def fit_with_features(image, m):
+            img, mt, small, msmall = self._to_tensor(image, m)
+            coeffs, feats = forward(img, mt)
+            return self._as_applied(coeffs[0], small, msmall), feats
+
+        return joint_relative(fit_with_features, delta, self.fit, composite, mask, source)
 
     def __call__(self, composite: np.ndarray, mask: np.ndarray,
                  source: np.ndarray | None = None) -> np.ndarray:
@@ -183,6 +208,22 @@ class ModelRunner:
         mb = torch.from_numpy((m > 0.5).astype(np.float32))[None, None].to(self.device)
         out = self.run_network(img, mb)[0].permute(1, 2, 0).cpu().numpy()
         return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def joint_relative(fit_with_features, delta, fit, composite: np.ndarray, mask: np.ndarray,
+                   source: np.ndarray | None) -> ColorGrid:
+    """The relative transform of a grid model with a joint head: ``fit(composite)`` with
+    ``fit(source)`` undone (as :func:`vidharm.color.fit_relative`, whose cases it keeps: no
+    source, the fit alone; a source equal to the composite, the identity), plus the joint
+    head's correction ``delta(features(composite), features(source))`` (1, 3, 4), added to
+    every cell. ``fit_with_features(image, mask) -> (ColorGrid as applied, features (1, n))``."""
+    if source is None or source.shape != composite.shape or np.array_equal(source, composite):
+        return fit_relative(fit, composite, mask, source)     # its answers and its errors
+    grid_c, feats_c = fit_with_features(composite, mask)
+    grid_s, feats_s = fit_with_features(source, mask)
+    rel = grid_c.relative_to(grid_s)
+    d = np.asarray(delta(feats_c, feats_s), np.float32).reshape(1, 1, 3, 4)
+    return ColorGrid(np.ascontiguousarray(rel.coeffs + d, np.float32))
 
 
 def _check_pair(composite, mask):

