@@ -103,10 +103,15 @@ for wpath in args or [""]:
         row.append(f"{cap}: luma {L(b)-L(a):+.1f} R-B {(b[0]-b[2])-(a[0]-a[2]):+.1f} G-(R+B)/2 {(b[1]-(b[0]+b[2])/2)-(a[1]-(a[0]+a[2])/2):+.1f}")
     if every:
         s_ = np.array(stats)
+        names = [n for n, _ in backgrounds]
+        order = np.argsort(s_[:, 0])
         row = [f"{len(s_)} backgrounds",
                f"luma change vs background luma: correlation {np.corrcoef(s_[:, 0], s_[:, 2])[0, 1]:+.2f}",
                f"R-B change vs background R-B: correlation {np.corrcoef(s_[:, 1], s_[:, 3])[0, 1]:+.2f}",
-               f"|luma change| mean {np.abs(s_[:, 0]).mean():.1f}, largest {np.abs(s_[:, 0]).max():.1f}"]
+               f"|luma change| mean {np.abs(s_[:, 0]).mean():.1f}, largest {np.abs(s_[:, 0]).max():.1f}",
+               f"darker on {int((s_[:, 0] < 0).sum())}, mean {s_[:, 0].mean():+.1f}",
+               "most darkened " + ", ".join(f"{names[k]} {s_[k, 0]:+.1f}" for k in order[:3]),
+               "most brightened " + ", ".join(f"{names[k]} {s_[k, 0]:+.1f}" for k in order[::-1][:3])]
     print(hname, wpath.split('/')[-1] or "(shipped)", "|", " | ".join(row))
     if sheet and tiles:
         write_sheet(sheet, tiles)

@@ -155,20 +155,17 @@ class ModelRunner:
             return fit_relative(self.fit, composite, mask, source)
         torch = self._torch
 
-        def forward(img, m):
+        def fit_with_features(image, m):
+            img, mt, small, msmall = self._to_tensor(image, m)
             with torch.inference_mode():
-                coeffs, feats = self.model.predict_with_features(img, m)
-            return coeffs.float().cpu().numpy(), feats.float().cpu().numpy()
+                coeffs, feats = self.model.predict_with_features(img, mt)
+            return (self._as_applied(coeffs[0].float().cpu().numpy(), small, msmall),
+                    feats.float().cpu().numpy())
 
         def delta(gc, gs):
             with torch.inference_mode():
                 return self.model.joint_delta(torch.from_numpy(gc).to(self.device),
                                               torch.from_numpy(gs).to(self.device)).float().cpu().numpy()
-
-        def fit_with_features(image, m):
-            img, mt, small, msmall = self._to_tensor(image, m)
-            coeffs, feats = forward(img, mt)
-            return self._as_applied(coeffs[0], small, msmall), feats
 
         return joint_relative(fit_with_features, delta, self.fit, composite, mask, source)
 
