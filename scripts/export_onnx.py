@@ -34,21 +34,15 @@ def main() -> int:
     model = load_weights(shipped_weights("phnet-grid")).eval()
     size = int(model.config["in_size"])
 
-    class PredictGrid(torch.nn.Module):
-        def __init__(self, net):
+    class Method(torch.nn.Module):
+        """One of the model's methods as a module's forward, for the exporter."""
+
+        def __init__(self, net, name):
             super().__init__()
-            self.net = net
+            self.net, self.name = net, name
 
-        def forward(self, image, mask):
-            return self.net.predict_with_features(image, mask)
-
-    class Joint(torch.nn.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, gc, gs):
-            return self.net.joint_delta(gc, gs)
+        def forward(self, *args):
+            return getattr(self.net, self.name)(*args)
 
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, size, size, generator=gen)
@@ -62,8 +56,8 @@ def main() -> int:
         feats_s = model.predict_with_features(image * (1 - 0.4 * mask), mask)[1]
         want_delta = model.joint_delta(feats, feats_s) if model.joint is not None else None
     with atomic_path(out) as tmp:
-        torch.onnx.export(PredictGrid(model), (image, mask), str(tmp), dynamo=False,
-                          opset_version=13, input_names=list(input_names),
+        torch.onnx.export(Method(model, "predict_with_features"), (image, mask), str(tmp),
+                          dynamo=False, opset_version=13, input_names=list(input_names),
                           output_names=list(output_names))
         net = cv2.dnn.readNetFromONNX(str(tmp))
         net.setInput(image.numpy(), input_names[0])
@@ -79,8 +73,8 @@ def main() -> int:
         joint_out.unlink(missing_ok=True)   # a model without a joint head: none shipped
         return 0
     with atomic_path(joint_out) as tmp:
-        torch.onnx.export(Joint(model), (feats, feats_s), str(tmp), dynamo=False,
-                          opset_version=13, input_names=list(joint_input_names),
+        torch.onnx.export(Method(model, "joint_delta"), (feats, feats_s), str(tmp),
+                          dynamo=False, opset_version=13, input_names=list(joint_input_names),
                           output_names=["delta"])
         net = cv2.dnn.readNetFromONNX(str(tmp))
         net.setInput(feats.numpy(), joint_input_names[0])

@@ -12,8 +12,9 @@ both averaged down to the network's 64x64, the predicted grid applied as
 :func:`vidharm.models.runner.applied_grid` says. The graph also outputs the global features
 its joint head reads; the joint head (relative to the person's own frame) is a second, tiny
 graph (``phnet-grid-joint.onnx``), run by :meth:`OnnxGridRunner.fit_relative`.
-:func:`onnx_runner` picks it for the shipped phnet-grid when the model would run on the CPU; everything else (``--weights``, CUDA, a
-working size that is not a multiple of 64) stays with torch. Nothing here imports torch.
+:func:`onnx_runner` picks it for the shipped phnet-grid when the model would run on the CPU;
+everything else (``--weights``, CUDA, a working size that is not a multiple of 64) stays with
+torch. Nothing here imports torch.
 """
 from __future__ import annotations
 
