@@ -25,8 +25,7 @@ import itertools
 import numpy as np
 
 from vidharm.color import apply_grid
-from vidharm.color import fit_relative, subsample
-from vidharm.harmonize.light import RELATIVE, LightParams, light_grid
+from vidharm.harmonize.light import RELATIVE, LightHarmonizer, LightParams, light_grid
 from vidharm.training.data import split_by_source
 from vidharm.training.grid_train import VAL_PEOPLE, VAL_SCENES
 from vidharm.training.recipe_eval import _u8
@@ -80,17 +79,16 @@ def main() -> None:
 
 def tune_relative(sets: dict) -> None:
     """The white point of :data:`RELATIVE` on the pairs relative to their source frames, as
-    :meth:`LightHarmonizer.fit_relative` applies it (at half the working size)."""
+    :meth:`LightHarmonizer.fit_relative` applies it (it is what is called)."""
     data = {k: [(_u8(p["composite"]), p["mask"][0].numpy(), _u8(p["real"]), _u8(p["source"]))
                 for p in v] for k, v in sets.items()}
     base = {k: np.mean([psnr(c, r) for c, _, r, _ in v]) for k, v in data.items() if k != "unedited"}
     print("composite:", {k: round(v, 2) for k, v in base.items()})
-    small = lambda a: np.ascontiguousarray(subsample(a, 128))
     results = []
     for wd, ws in itertools.product([0.0, 0.05, 0.1, 0.15, 0.2], [0.5, 0.8, 1.0]):
         p = dataclasses.replace(RELATIVE, white_dead=wd, white_strength=ws)
-        fit = lambda c, m: light_grid(small(c), small(m), p)
-        score = {k: float(np.mean([psnr(apply_grid(c, m, fit_relative(fit, c, m, s)), r)
+        fit_rel = LightHarmonizer(relative_params=p).fit_relative
+        score = {k: float(np.mean([psnr(apply_grid(c, m, fit_rel(c, m, s)), r)
                                    for c, m, r, s in v])) for k, v in data.items()}
         results.append((p, score))
         print(f"white_dead {wd} white_strength {ws}", {k: round(v, 2) for k, v in score.items()},
