@@ -11,6 +11,7 @@ composite alone); ``own room`` is what the fit on the camera frame alone does to
     .venv/bin/python bench/sheet_shift.py --absolute WEIGHTS...
     .venv/bin/python bench/sheet_shift.py --all [--harmonizer light] [WEIGHTS...]
     .venv/bin/python bench/sheet_shift.py --all --sheet out/all_backgrounds.png
+    .venv/bin/python bench/sheet_shift.py --images a.jpg,b.jpg [WEIGHTS...]
 
 ``--sheet PATH``: also write the pictures, composite above harmonized (with the luma change),
 eight backgrounds to a row, for the first weights file.
@@ -25,6 +26,10 @@ the background's mean luma minus the room's, and the same for red minus blue), a
 and largest luma change. There is no ground truth for one person on an unrelated photo; a
 change of light that follows the background is what to expect, and large changes that do not
 are what to look at.
+
+``--images A,B,...``: the same summary on these image files instead (for example the
+underwater photos among the fetched training scenes,
+``~/.cache/vidharm/train-data/backgrounds/gcompris-qt-data/clickgame__sea*.jpg``).
 """
 import numpy as np, sys
 from vidharm import assets
@@ -36,10 +41,12 @@ from vidharm.commands.demo import SHEET_BACKGROUNDS
 from vidharm.video import VideoReader
 from vidharm.mask import MaskRefiner
 args = sys.argv[1:]
-hname, relative, every, sheet = "phnet-grid", True, False, ""
-while args[:1] in (["--harmonizer"], ["--absolute"], ["--all"], ["--sheet"]):
+hname, relative, every, sheet, images = "phnet-grid", True, False, "", []
+while args[:1] in (["--harmonizer"], ["--absolute"], ["--all"], ["--sheet"], ["--images"]):
     if args[0] == "--sheet":
         sheet, args = args[1], args[2:]
+    elif args[0] == "--images":
+        images, every, args = [f for f in args[1].split(",") if f], True, args[2:]
     elif args[0] == "--absolute":
         relative, args = False, args[1:]
     elif args[0] == "--all":
@@ -75,8 +82,10 @@ def write_sheet(path, tiles, per_row=8, tw=240):
     print(f"wrote {path}", file=sys.stderr)
 
 
-backgrounds = ([(n, n) for n in assets.ASSETS if n.startswith(("bg-", "scene-"))] if every
+backgrounds = ([(f, f.rsplit("/", 1)[-1]) for f in images] if images
+               else [(n, n) for n in assets.ASSETS if n.startswith(("bg-", "scene-"))] if every
                else SHEET_BACKGROUNDS)
+background_path = lambda n: n if images else str(assets.path(n))
 for wpath in args or [""]:
     H = registry.harmonizers.create(hname, HarmonizerConfig(name=hname, weights=wpath, device="cpu"))
     small = lambda a: np.ascontiguousarray(a[::step, ::step])
@@ -90,7 +99,7 @@ for wpath in args or [""]:
     tiles = []
     stats = []                       # (person luma, person R-B, background luma, background R-B)
     for name, cap in backgrounds:
-        pr = make_background(str(assets.path(name)), cfg); bg = pr.frame((w, h), 0.0, current=rgb, mask=mask)
+        pr = make_background(background_path(name), cfg); bg = pr.frame((w, h), 0.0, current=rgb, mask=mask)
         comp = composite(rgb, bg, mask)
         grid = fit(comp)
         out = apply_grid_fused(rgb, bg, mask, grid)
@@ -103,7 +112,7 @@ for wpath in args or [""]:
         row.append(f"{cap}: luma {L(b)-L(a):+.1f} R-B {(b[0]-b[2])-(a[0]-a[2]):+.1f} G-(R+B)/2 {(b[1]-(b[0]+b[2])/2)-(a[1]-(a[0]+a[2])/2):+.1f}")
     if every:
         s_ = np.array(stats)
-        names = [n for n, _ in backgrounds]
+        names = [c for _, c in backgrounds]
         order = np.argsort(s_[:, 0])
         row = [f"{len(s_)} backgrounds",
                f"luma change vs background luma: correlation {np.corrcoef(s_[:, 0], s_[:, 2])[0, 1]:+.2f}",
@@ -111,7 +120,8 @@ for wpath in args or [""]:
                f"|luma change| mean {np.abs(s_[:, 0]).mean():.1f}, largest {np.abs(s_[:, 0]).max():.1f}",
                f"darker on {int((s_[:, 0] < 0).sum())}, mean {s_[:, 0].mean():+.1f}",
                "most darkened " + ", ".join(f"{names[k]} {s_[k, 0]:+.1f}" for k in order[:3]),
-               "most brightened " + ", ".join(f"{names[k]} {s_[k, 0]:+.1f}" for k in order[::-1][:3])]
+               "most brightened " + ", ".join(f"{names[k]} {s_[k, 0]:+.1f}" for k in order[::-1][:3]),
+               f"warmer on {int((s_[:, 1] > 0).sum())}, R-B mean {s_[:, 1].mean():+.1f}"] + (row[1:] if images else [])
     print(hname, wpath.split('/')[-1] or "(shipped)", "|", " | ".join(row))
     if sheet and tiles:
         write_sheet(sheet, tiles)
