@@ -2,33 +2,43 @@
 # How the shipped phnet-grid weights (vidharm/weights/phnet-grid.safetensors) are made, on CPU.
 # Needs the fetched training data (python scripts/fetch_training_data.py). About 30 + 10 + 10
 # + 7 minutes on one core of the 2-core development machine (a second core builds the pairs).
+#
+# Settings from the environment (scripts/gpu_train.sh uses them on a GPU machine):
+#   V      the vidharm command (default .venv/bin/vidharm)
+#   EXTRA  options added to every stage, e.g. "--device cuda --workers 14 --data-dir PACK.npz"
+#   RUNS   the folder of the four run folders (default runs)
+#   SHIP   1 (default): copy stage 4 into vidharm/weights and export ONNX; 0: leave them
+# Arguments are added to stage 1 only (e.g. --resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-V=.venv/bin/vidharm
+V=${V:-.venv/bin/vidharm}
+RUNS=${RUNS:-runs}
+read -r -a EXTRA <<< "${EXTRA:-}"
 # 1. the recipe mix: FFHQH 0.3, light-person 0.25, light-scene 0.3, unedited 0.15
 $V train --model phnet-grid --steps 12000 --batch-size 32 --lr 2e-3 --val-every 250 \
-  --out-dir runs/grid "$@"
+  --out-dir "$RUNS/grid" "${EXTRA[@]}" "$@"
 # 2. fine-tune with the whole image colour-augmented over the light recipes' full range
 #    (absolute colour and exposure then carry no information, only person vs scene does)
 $V train --model phnet-grid --steps 5000 --batch-size 32 --lr 1e-3 --val-every 250 \
-  --init-weights runs/grid/phnet-grid.safetensors --augment-scale 1.0 --augment-share 0.9 \
+  --init-weights "$RUNS/grid/phnet-grid.safetensors" --augment-scale 1.0 --augment-share 0.9 \
   --recipe-weights '{"ffhqh": 0.28, "light-person": 0.2, "light-scene": 0.24, "unedited": 0.28}' \
-  --out-dir runs/grid-ft
+  --out-dir "$RUNS/grid-ft" "${EXTRA[@]}"
 # 3. fine-tune for what vidharm applies: the transform relative to the person's own frame,
 #    plus the fit on the composite alone (--apply both), with the cross recipe (the source
 #    frame shows other content) so that a region unlike its surroundings is not "corrected"
 $V train --model phnet-grid --steps 6000 --batch-size 32 --lr 7e-4 --val-every 500 \
-  --init-weights runs/grid-ft/phnet-grid.safetensors --augment-scale 1.0 --augment-share 0.9 \
+  --init-weights "$RUNS/grid-ft/phnet-grid.safetensors" --augment-scale 1.0 --augment-share 0.9 \
   --apply both \
   --recipe-weights '{"ffhqh": 0.25, "light-person": 0.15, "light-scene": 0.2, "unedited": 0.1, "cross": 0.3}' \
-  --out-dir runs/grid-rel
+  --out-dir "$RUNS/grid-rel" "${EXTRA[@]}"
 # 4. the joint head (it sees the composite and the person's own frame together) trained with
 #    the rest of the model, with the other-photo recipe (a person on another natural photo)
 $V train --model phnet-grid --steps 4000 --batch-size 32 --lr 3e-4 --val-every 250 \
-  --init-weights runs/grid-rel/phnet-grid.safetensors --augment-scale 1.0 --augment-share 0.9 \
+  --init-weights "$RUNS/grid-rel/phnet-grid.safetensors" --augment-scale 1.0 --augment-share 0.9 \
   --apply joint \
   --recipe-weights '{"ffhqh": 0.25, "light-person": 0.15, "light-scene": 0.15, "unedited": 0.1, "cross": 0.2, "other-photo": 0.15}' \
-  --out-dir runs/grid-joint
-cp runs/grid-joint/phnet-grid.safetensors vidharm/weights/phnet-grid.safetensors
+  --out-dir "$RUNS/grid-joint" "${EXTRA[@]}"
+[ "${SHIP:-1}" = 1 ] || exit 0
+cp "$RUNS/grid-joint/phnet-grid.safetensors" vidharm/weights/phnet-grid.safetensors
 # 5. the ONNX export the CPU runs without torch (needs `pip install onnx`; checked against torch)
 .venv/bin/python scripts/export_onnx.py

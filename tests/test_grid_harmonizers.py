@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from vidharm.color import IDENTITY, ColorGrid, apply_grid
 
 
@@ -512,6 +512,78 @@ def test_grid_training_resumes_and_ships(tmp_path, data_dir):
     rows = [json.loads(l) for l in (tmp_path / "run" / "curves.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [20, 40, 60]
     h = Harmonizer.from_pretrained(str(path), device="cpu")
+    assert h.predicts_grid
+
+
+def test_grid_training_runs_from_a_pack_of_the_same_images(tmp_path, data_dir):
+    """scripts/pack_training_data.py writes the images training loads (for a machine without
+    the fetched data, PyAV or MediaPipe); loaded back they are the same arrays, and `vidharm
+    train --data-dir PACK` trains from it. A pack made smaller than the model needs, or a
+    file that is not a pack: one line, nothing written."""
+    import subprocess
+    import sys
+    from vidharm.training.recipes import load_items, load_pack
+    pack = tmp_path / "kit" / "train.npz"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "pack_training_data.py"), str(pack),
+                        "--data-dir", str(data_dir), "--no-clips"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stdout and not list(pack.parent.glob("*.part"))
+    for a, b in zip(load_pack(pack, 107), load_items(data_dir, 107)):
+        assert len(a) == len(b) > 0
+        for x, y in zip(a, b):
+            assert x.source == y.source and np.array_equal(x.rgb, y.rgb)
+            assert (x.mask is None) == (y.mask is None)
+            assert x.mask is None or np.array_equal(x.mask, y.mask)
+    smaller = load_pack(pack, 80)[1][0].rgb                # read at a smaller size: downscaled
+    assert min(smaller.shape[:2]) == 80
+    out = tmp_path / "run"
+    r = run_cli("train", "--model", "phnet-grid", "--steps", "2", "--val-every", "2",
+                "--batch-size", "4", "--workers", "0", "--data-dir", pack, "--out-dir", out,
+                "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "training on cpu" in r.stdout and (out / "phnet-grid.safetensors").is_file()
+    small = tmp_path / "small.npz"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "pack_training_data.py"), str(small),
+                        "--data-dir", str(data_dir), "--no-clips", "--short-side", "60"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    not_pack = tmp_path / "notes.npz"
+    not_pack.write_bytes(b"not a pack")
+    for bad, said in ((small, "--short-side 107"), (not_pack, "not a vidharm training pack")):
+        r = run_cli("train", "--model", "phnet-grid", "--steps", "2", "--data-dir", bad,
+                    "--out-dir", tmp_path / "bad")
+        assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_grid_training_on_a_missing_gpu_is_one_line(tmp_path, data_dir):
+    """`--device cuda` used to be ignored by phnet-grid training (it ran on the CPU)."""
+    r = run_cli("train", "--model", "phnet-grid", "--steps", "2", "--device", "cuda",
+                "--data-dir", data_dir, "--out-dir", tmp_path / "run")
+    assert r.returncode == 2 and "sees no CUDA GPU" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_grid_training_on_cuda(tmp_path, request):  # pragma: no cover - runs only on a GPU machine
+    """phnet-grid trains on the GPU (`--device cuda`): the curves and the weights come out, and
+    the weights load and run on the CPU. On the GPU machine (no fetched data, PyAV or
+    MediaPipe there) from the carried pack (scripts/gpu_train.sh), elsewhere from the
+    fetched-data fixture."""
+    from vidharm import Harmonizer
+    pack = ROOT / "gpu-kit" / "train-64.npz"
+    data = pack if pack.is_file() else request.getfixturevalue("data_dir")
+    out = tmp_path / "run"
+    r = run_cli("train", "--model", "phnet-grid", "--steps", "6", "--val-every", "3",
+                "--batch-size", "8", "--workers", "0", "--data-dir", data, "--out-dir", out,
+                "--device", "cuda", "--apply", "joint",
+                "--recipe-weights", '{"ffhqh": 1, "light-scene": 1, "cross": 1}')
+    assert r.returncode == 0, r.stderr
+    assert "training on cuda" in r.stdout
+    rows = [json.loads(l) for l in (out / "curves.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [3, 6] and all(np.isfinite(row["loss"]) for row in rows)
+    h = Harmonizer.from_pretrained(str(out / "phnet-grid.safetensors"), device="cpu")
     assert h.predicts_grid
 
 

@@ -13,12 +13,15 @@ Examples:
   vidharm train --dataset iharmony4 --dataset-root ~/data/iHarmony4 --schedule staged
   vidharm train --model phnet-grid --steps 12000 --batch-size 32 --lr 2e-3 --out-dir runs/grid
                                                         # the default model, on the recipe pairs
+  vidharm train --model phnet-grid --device cuda --workers 12 --batch-size 256 --out-dir runs/g
+                                                        # on a GPU, pairs built by 12 processes
 """)
 @click.option("--model", default="phnet-lite", show_default=True, help="Model registry name, e.g. phnet-lite, phnet-lite-s or fmm (README: Models).")
 @click.option("--dataset", type=click.Choice(["synthetic", "iharmony4", "ffhqh"]), default="synthetic", show_default=True)
 @click.option("--dataset-root", metavar="DIR", help="iHarmony4 / FFHQH folder.")
 @click.option("--real-root", metavar="DIR", help="FFHQH: the folder of real images.")
-@click.option("--data-dir", metavar="DIR", help="Synthetic: fetched photos (default ~/.cache/vidharm/train-data).")
+@click.option("--data-dir", metavar="DIR", help="Synthetic: fetched photos (default ~/.cache/vidharm/train-data); "
+              "phnet-grid: also a pack of them (scripts/pack_training_data.py).")
 @click.option("--steps", default=20000, show_default=True)
 @click.option("--batch-size", default=16, show_default=True, help="Per process.")
 @click.option("--size", default=256, show_default=True)
@@ -26,7 +29,7 @@ Examples:
 @click.option("--schedule", type=click.Choice(["constant", "staged"]), default="constant", show_default=True,
               help="staged: the paper's 1e-4 -> 1e-5 -> 1e-7.")
 @click.option("--init-weights", metavar="PATH", help="Start from these weights (.safetensors or published .pth).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto (CUDA when there is a GPU).")
 @click.option("--amp", type=click.Choice(["auto", "off", "bf16", "fp16"]), default="auto", show_default=True)
 @click.option("--workers", "num_workers", default=2, show_default=True)
 @click.option("--seed", default=0, show_default=True)
@@ -83,6 +86,7 @@ def _train_grid(kw: dict, recipe_weights: str | None, augment_scale: float | Non
                 grid_apply: str = "grid", joint_only: bool = False) -> None:
     """Models that predict the colour grid train on the recipe pairs (vidharm.training.grid_train)."""
     import json
+    import os
 
     from ..errors import InputError
     from ..training.grid_train import GridTrainConfig, train_grid
@@ -110,7 +114,9 @@ def _train_grid(kw: dict, recipe_weights: str | None, augment_scale: float | Non
     extra["joint_only"] = joint_only
     cfg = GridTrainConfig(model=kw["model"], data_dir=kw["data_dir"] or "", out_dir=kw["out_dir"],
                           steps=kw["steps"], batch=kw["batch_size"], lr=kw["lr"], seed=kw["seed"],
-                          val_every=kw["val_every"], workers=min(kw["num_workers"], 1),
+                          val_every=kw["val_every"], device=kw["device"],
+                          # one process builds pairs on a 2-core machine; more where there are cores
+                          workers=max(0, min(kw["num_workers"], (os.cpu_count() or 2) - 1)),
                           init_weights=kw["init_weights"] or "", **extra)
     path = train_grid(cfg, log=click.echo, resume=kw["resume"])
     click.echo(f"weights: {path}")

@@ -1,6 +1,7 @@
-"""Training of colour-grid models (``phnet-grid``) on the recipe pairs, on a small CPU.
+"""Training of colour-grid models (``phnet-grid``) on the recipe pairs, on a small CPU (or a GPU).
 
     vidharm train --model phnet-grid --steps 6000 --out-dir runs/grid      # --resume to continue
+    vidharm train --model phnet-grid --device cuda --workers 12 ...        # on a GPU
 
 What it does, step by step:
 
@@ -60,6 +61,7 @@ class GridTrainConfig:
     val_every: int = 250
     threads: int = 1
     workers: int = 1                  # processes building pairs (0 = in the training process)
+    device: str = "cpu"               # cpu | cuda | cuda:N | auto (CUDA when there is a GPU)
     init_weights: str = ""            # start from these weights (.safetensors of the same model)
     loss: str = "published"           # published | per-image (mean per-image PSNR, losses.py)
     apply: str = "grid"               # grid: loss on the model's grid | global: on its projection
@@ -120,17 +122,19 @@ def predict(model, comp, mask, apply: str = "grid", source=None):
 @torch.no_grad()
 def quick_val(model, sets: dict[str, list[dict]], batch: int = 32,
               apply: str = "grid") -> dict[str, float]:
-    """Mean PSNR (MAX = 1, per image) of the plain composite and of the model, per recipe."""
+    """Mean PSNR (MAX = 1, per image) of the plain composite and of the model, per recipe
+    (on the model's device)."""
     model.eval()
+    dev = next(model.parameters()).device
     out = {}
     for name, pairs in sets.items():
         pc, pm = [], []
         for k in range(0, len(pairs), batch):
             chunk = pairs[k:k + batch]
-            comp = torch.stack([p["composite"] for p in chunk])
-            mask = torch.stack([p["mask"] for p in chunk])
-            real = torch.stack([p["real"] for p in chunk])
-            source = torch.stack([p["source"] for p in chunk]) if "source" in chunk[0] else None
+            comp, mask, real = (torch.stack([p[key] for p in chunk]).to(dev)
+                                for key in ("composite", "mask", "real"))
+            source = (torch.stack([p["source"] for p in chunk]).to(dev)
+                      if "source" in chunk[0] else None)
             pred = predict(model, comp, mask, apply, source)
             for a, store in ((comp, pc), (pred, pm)):
                 mse = (a - real).pow(2).flatten(1).mean(1).clamp_min(1e-10)
@@ -154,6 +158,29 @@ def _batches(data: RecipePairs, cfg: GridTrainConfig, step: int):
         for batch in loader:
             yield batch
             step += 1
+
+
+def training_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when there is a GPU) as a device; a CUDA
+    device that is not there is a :class:`vidharm.errors.ConfigError`, not a silent CPU run."""
+    from ..errors import ConfigError
+    name = (name or "cpu").strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'", "use cpu, cuda, cuda:N or auto") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"training phnet-grid on '{name}' is not supported", "use cpu or cuda")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: this torch sees no CUDA GPU",
+                              "use --device cpu (or auto), or a torch build with CUDA on a GPU machine")
+        if (dev.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices",
+                              "use cuda:0 .. cuda:N-1")
+    return dev
 
 
 def _stack(items: list[dict]):
@@ -183,13 +210,13 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
         raise ConfigError("--joint-only trains the joint head, which only --apply joint uses",
                           "add --apply joint")
     torch.set_num_threads(max(1, cfg.threads))
-    model = create_model(cfg.model, **cfg.overrides)
+    device = training_device(cfg.device)
+    model = create_model(cfg.model, **cfg.overrides).to(device)
     if cfg.apply == "joint" and getattr(model, "joint", None) is None:
         from ..errors import ConfigError
         raise ConfigError(f"--apply joint needs a model with a joint head ('{cfg.model}' has none)",
                           "use phnet-grid, or set its joint option")
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
     size = model.config["in_size"]
     log(f"loading data from {data_dir} ...")
@@ -229,6 +256,8 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
         log(f"resumed at step {step}")
+    log(f"training on {device}")
+    out.mkdir(parents=True, exist_ok=True)        # only once the data and the device are there
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     curves = out / "curves.jsonl"
     if step == 0 and curves.exists():
@@ -237,7 +266,7 @@ def train_grid(cfg: GridTrainConfig, log: Callable[[str], None] = print, resume:
     t0, losses = time.perf_counter(), []
     batches = _batches(data, cfg, step)
     while step < cfg.steps:
-        comp, mask, real, source = next(batches)
+        comp, mask, real, source = (t.to(device, non_blocking=True) for t in next(batches))
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step) * g.get("scale", 1.0)
         preds = predictions(model, comp, mask, cfg.apply, source)

