@@ -49,10 +49,8 @@ V="$PY -m vidharm.cli" RUNS="$OUT/runs" SHIP=0 \
 rc=$?
 echo "training: exit $rc after $(( $(date +%s) - t0 )) s"
 # at most 8 files come back: the weights, four curves, the log
-for s in grid grid-ft grid-rel grid-joint; do
+for s in grid grid-ft grid-rel grid-joint; do      # each stage's curves; the last that finished
   [ -f "$OUT/runs/$s/curves.jsonl" ] && cp "$OUT/runs/$s/curves.jsonl" "$OUT/curves-$s.jsonl"
-done
-for s in grid grid-ft grid-rel grid-joint; do      # the last stage that finished
   [ -f "$OUT/runs/$s/phnet-grid.safetensors" ] && last=$s
 done
 if [ -n "${last:-}" ]; then

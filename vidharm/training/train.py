@@ -51,7 +51,7 @@ from ..errors import ConfigError
 from .batches import BatchSchedule, build_datasets, build_temporal_dataset, collate, flatten_pairs
 from .losses import phnet_loss, temporal_consistency
 from .metrics import MetricAccumulator, blend
-from .train_config import TrainConfig, lr_at
+from .train_config import TrainConfig, lr_at, training_device
 from .train_io import (CHECKPOINT_NAME, CsvLog, load_checkpoint, open_tensorboard, resume_path,
                        save_checkpoint, save_final)
 
@@ -95,18 +95,6 @@ def _setup_dist(device_kind: str) -> _Dist:
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
         owned = True
     return _Dist(dist.get_world_size(), dist.get_rank(), local, owned)
-
-
-def _pick_device(cfg: TrainConfig, local_rank: int) -> torch.device:
-    want = cfg.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("device cuda asked for, but no CUDA device is available", "use device cpu")
-        if want == "cuda":
-            want = f"cuda:{local_rank}"
-    return torch.device(want)
 
 
 @torch.no_grad()
@@ -363,7 +351,7 @@ def _train(cfg: TrainConfig, dd: _Dist, model, train_ds, val_ds, temporal_ds, lo
 
     console = Console(stderr=True)
     say = log or (lambda msg: console.print(msg, highlight=False, soft_wrap=True))
-    run = _Run(cfg, dd, _pick_device(cfg, dd.local_rank), Path(cfg.out_dir).expanduser(),
+    run = _Run(cfg, dd, training_device(cfg.device, dd.local_rank), Path(cfg.out_dir).expanduser(),
                say if dd.main else (lambda msg: None))
     if dd.main:
         run.out_dir.mkdir(parents=True, exist_ok=True)

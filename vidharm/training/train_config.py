@@ -70,14 +70,40 @@ class TrainConfig:
             raise ConfigError(f"unknown lr_schedule '{self.lr_schedule}'", "use constant or staged")
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise ConfigError(f"unknown amp mode '{self.amp}'", "use auto, off, bf16 or fp16")
-        dev = str(self.device)
-        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
-            raise ConfigError(f"unknown device '{dev}'", "use auto, cpu, cuda or cuda:N")
+        check_device_name(self.device)
         a, b = self.stage_fractions
         if not 0 <= a <= b <= 1:
             raise ConfigError("stage_fractions must satisfy 0 <= first <= second <= 1")
         if self.temporal_every < 1 or (self.temporal_clips and self.batch_size < 2):
             raise ConfigError("temporal training needs temporal_every >= 1 and batch_size >= 2")
+
+
+def check_device_name(name: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, else a :class:`ConfigError`."""
+    dev = str(name)
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"unknown device '{dev}'", "use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def training_device(name: str, local_rank: int = 0):
+    """The torch device both trainers train on: ``auto`` is CUDA when there is a GPU, plain
+    ``cuda`` this process's GPU (``local_rank``). A misspelt device or a GPU that is not there
+    is a :class:`ConfigError`, never a silent run on the CPU."""
+    import torch
+    dev = check_device_name(name)
+    if dev == "auto":
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: this torch sees no CUDA GPU",
+                              "use --device cpu (or auto), or a torch build with CUDA on a GPU machine")
+        if dev == "cuda":
+            dev = f"cuda:{local_rank}"
+        if int(dev[5:]) >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices",
+                              "use cuda:0 .. cuda:N-1")
+    return torch.device(dev)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
