@@ -408,6 +408,46 @@ def test_recipes_change_what_they_say(person, asset):
         assert torch.equal(src, real) == (recipe == "light-scene")
 
 
+def test_validation_pairs_all_change_their_region(person, asset, monkeypatch):
+    """A change-of-light pair whose region the recipe left unchanged (clipped white stays
+    white) would score the composite at the 148 dB cap; the held-out sets draw it again."""
+    import cv2
+    from vidharm.training.recipes import Item, Light, changes_region, make_pair, validation_sets
+    frame, mask = person
+    real = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
+    m = torch.from_numpy((mask > 0.5).astype(np.float32))[None]
+    comp, target = make_pair(real, m, "light-person", np.random.default_rng(3))
+    assert changes_region({"composite": comp, "real": target, "mask": m})
+    assert not changes_region({"composite": real, "real": real, "mask": m})
+    white = real * (1 - m) + m                          # the person's region clipped white
+    brighter = None
+    for seed in range(50):                              # a brightening leaves it white
+        light = Light.random(np.random.default_rng(seed))
+        if light.exposure > 0.5 and light.gamma <= 1.0:
+            brighter = light
+            break
+    lit = brighter(white)
+    assert torch.equal(lit[m.expand(3, -1, -1) > 0], white[m.expand(3, -1, -1) > 0])
+    assert not changes_region({"composite": lit * m + white * (1 - m), "real": white, "mask": m})
+    # held-out sets on a real person and a real photo letterboxed (black bars above and below:
+    # a region there stays black under any change of light)
+    from vidharm.training import recipes
+    bars = _photo(asset, "scene-snow", (240, 360))
+    bars[:96], bars[-96:] = 0, 0
+    small = cv2.resize(frame, (128, 128), interpolation=cv2.INTER_AREA)
+    smask = cv2.resize(mask, (128, 128), interpolation=cv2.INTER_AREA)
+    make = lambda: validation_sets([Item(small, smask, "sample")], [Item(bars, None, "caer")],
+                                   [smask], size=64, per_image=8)
+    sets = make()
+    assert [len(sets[k]) for k in ("ffhqh", "light", "cross", "other-photo")] == [16] * 4
+    for k in ("ffhqh", "light", "cross", "other-photo"):
+        assert all(changes_region(p) for p in sets[k]), k
+    assert not any(changes_region(p) for p in sets["unedited"])
+    monkeypatch.setattr(recipes, "ATTEMPTS", 1)         # no second draw: those pairs are lost
+    once = make()
+    assert len(once["cross"]) < 16 and len(once["light"]) < 16
+
+
 def test_recipe_pairs_are_deterministic_and_the_fitted_grid_reaches_the_target(asset, person):
     from vidharm.color import fit_grid
     from vidharm.training.recipes import Item, RecipePairs

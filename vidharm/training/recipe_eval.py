@@ -21,6 +21,10 @@ built by :func:`vidharm.training.recipes.validation_sets`, the same every run):
               it as "does the harmonizer follow a change of light, and leave alone a person
               whose new background merely shows other things".
 
+In every set but ``unedited`` each pair changes its region by at least a grey level on average
+(:func:`vidharm.training.recipes.changes_region`; a draw that does not is drawn again): a pair
+left unchanged scores the composite at the 148 dB cap, which alone moves a bucket's mean.
+
 For each: the plain **composite**; the harmonizer **as vidharm applies it** (``fit`` on the
 composite at the working size -> :class:`vidharm.color.ColorGrid`, applied to the composite;
 relative to the pair's source frame, :func:`vidharm.color.fit_relative`, as vidharm's commands
