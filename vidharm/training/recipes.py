@@ -434,24 +434,21 @@ def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequ
     alteration = FFHQHAlteration()
     out: dict[str, list[dict]] = {"ffhqh": [], "light": [], "unedited": [], "cross": [],
                                   "other-photo": []}
-    n = per_image * (len(people) + len(scenes))
-    for i in range(n):
+
+    def same_image(rng, i):
         p_scene = 1.0 if i >= per_image * len(people) else 0.0
-        for attempt in range(ATTEMPTS):
-            rng = np.random.default_rng([seed, i] + ([attempt] if attempt else []))
-            real, mask, _ = sample_real(rng, people, scenes, shapes, size, p_scene, (0.75, 1.0),
-                                        False)
-            if float(mask.mean()) < 0.005:
-                break
-            comp, target, src = make_pair(real, mask, "ffhqh", rng, alteration, with_source=True)
-            ffhqh = {"composite": comp, "mask": mask, "real": target, "source": src}
-            comp, target, src = make_pair(real, mask, "light-person" if i % 2 else "light-scene",
-                                          rng, with_source=True)
-            light = {"composite": comp, "mask": mask, "real": target, "source": src}
-            if changes_region(ffhqh) and changes_region(light):
-                out["ffhqh"].append(ffhqh)
-                out["light"].append(light)
-                break
+        real, mask, _ = sample_real(rng, people, scenes, shapes, size, p_scene, (0.75, 1.0), False)
+        if float(mask.mean()) < 0.005:
+            return None
+        pairs = []
+        for recipe in ("ffhqh", "light-person" if i % 2 else "light-scene"):
+            comp, target, src = make_pair(real, mask, recipe, rng, alteration, with_source=True)
+            pairs.append({"composite": comp, "mask": mask, "real": target, "source": src})
+        return pairs
+
+    for i in range(per_image * (len(people) + len(scenes))):
+        for name, pair in zip(("ffhqh", "light"), _drawn([seed, i], same_image, i)):
+            out[name].append(pair)
     for item in people:
         h, w = item.rgb.shape[:2]
         s = min(h, w)
@@ -463,26 +460,24 @@ def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequ
         r = torch.from_numpy(np.ascontiguousarray(real)).permute(2, 0, 1).float().div_(255.0)
         out["unedited"].append({"composite": r, "mask": torch.from_numpy(mask)[None], "real": r,
                                 "source": r})
-    for j, item in enumerate(scenes):
+
+    def cross(rng, jk):
+        j, k = jk
+        return [cross_pair(rng, scenes[j], shapes, size, scene_changed=k % 2 == 0)]
+
+    for j in range(len(scenes)):
         for k in range(2 * per_image):
-            for attempt in range(ATTEMPTS):
-                pair = cross_pair(np.random.default_rng([seed, 7, j, k] + ([attempt] if attempt else [])),
-                                  item, shapes, size, scene_changed=k % 2 == 0)
-                if changes_region(pair):
-                    out["cross"].append(pair)
-                    break
+            out["cross"] += _drawn([seed, 7, j, k], cross, (j, k))
+
+    def other_photo(rng, i):
+        real, mask, _ = sample_real(rng, people, scenes, shapes, size, 0.0, (0.75, 1.0), False)
+        if float(mask.mean()) < 0.005:
+            return None
+        return [other_photo_pair(rng, real, mask, scenes, size, scene_changed=i % 2 == 0)]
+
     if scenes:
         for i in range(2 * per_image * len(people)):
-            for attempt in range(ATTEMPTS):
-                rng = np.random.default_rng([seed, 11, i] + ([attempt] if attempt else []))
-                real, mask, _ = sample_real(rng, people, scenes, shapes, size, 0.0, (0.75, 1.0),
-                                            False)
-                if float(mask.mean()) < 0.005:
-                    break
-                pair = other_photo_pair(rng, real, mask, scenes, size, scene_changed=i % 2 == 0)
-                if changes_region(pair):
-                    out["other-photo"].append(pair)
-                    break
+            out["other-photo"] += _drawn([seed, 11, i], other_photo, i)
     return out
 
 
@@ -490,6 +485,20 @@ def validation_sets(people: Sequence[Item], scenes: Sequence[Item], shapes: Sequ
 ATTEMPTS = 8
 #: a change-of-light pair must move its region by at least this much (mean |change|, 1 grey level)
 MIN_CHANGE = 1.0 / 255.0
+
+
+def _drawn(key: list, draw: Callable, arg) -> list[dict]:
+    """``draw(rng, arg)``'s pairs from the generator seeded with ``key``, drawn again (``key``
+    plus the attempt number) while one of them does not change its region
+    (:func:`changes_region`); [] when ``draw`` gives None (no usable region) or after
+    :data:`ATTEMPTS` draws."""
+    for attempt in range(ATTEMPTS):
+        pairs = draw(np.random.default_rng(key + ([attempt] if attempt else [])), arg)
+        if pairs is None:
+            return []
+        if all(changes_region(p) for p in pairs):
+            return pairs
+    return []
 
 
 def changes_region(pair: dict) -> bool:
