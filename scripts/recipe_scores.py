@@ -76,7 +76,9 @@ def main() -> None:
         "scene as the composite; in cross it shows other content (another crop of the same "
         "photo), as in use; in other-photo the person is put on another natural photo, as "
         "in use, with an approximate ground truth (two natural photos taken to be under "
-        "comparable light).\n\n" + tables(reports))
+        "comparable light). Every pair but the unedited ones changes its region by at least "
+        "one grey level on average (a draw that does not is drawn again: "
+        "`recipes.changes_region`).\n\n" + tables(reports))
     print(f"wrote {args.out}.json and {args.out}.md", file=sys.stderr)
 
 
