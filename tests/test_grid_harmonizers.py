@@ -337,6 +337,27 @@ def test_light_relative_follows_the_scenes_exposure_and_leaves_the_room_alone(as
     assert not np.allclose(snap.grid.coeffs, fit_relative(h.fit, comp, mask, frame).coeffs, atol=1e-3)
 
 
+def test_light_keeps_the_hue_when_a_bright_room_clips(person):
+    """The sample man's room, brightened by 0.7 stop, clips (the white door): clipped pixels
+    are left out of the illuminant estimates, so the relative fit brightens him without
+    changing his hue (before, the clipped whites moved his red over blue by 0.2 in log on
+    this frame, and by -19 % on the sample clip's frame 45, ``bench/relit_room.py``)."""
+    from vidharm.color import relative_fit_of
+    from vidharm.harmonize.light import CLIPPED, LightHarmonizer
+    from vidharm.training.recipes import Light
+    frame, mask = person
+    fg = mask > 0.5
+    x = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
+    lit = (Light(exposure=0.7)(x).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    clipped = lambda img: float((((img / 255.0) ** 2.2).max(-1) >= CLIPPED)[~fg].mean())
+    assert clipped(lit) > 0.05 > clipped(frame) + 0.02                  # the brightening clips
+    comp = np.where(fg[..., None], frame, lit).astype(np.uint8)
+    out = apply_grid(comp, mask, relative_fit_of(LightHarmonizer())(comp, mask, frame))
+    hue = lambda img: np.log(img[fg][:, 0].astype(float).mean() / img[fg][:, 2].astype(float).mean())
+    assert abs(hue(out) - hue(comp)) < 0.08, hue(out) - hue(comp)
+    assert out[fg].mean() > comp[fg].mean() + 3                          # and he is brightened
+
+
 def test_stats_is_the_old_name_of_light():
     from vidharm.harmonize.light import LightHarmonizer
     from vidharm.registry import registry

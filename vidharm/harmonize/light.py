@@ -9,7 +9,9 @@ the scene and adapts the person from one to the other, cautiously:
    mask's edge are left out of both), two classic illuminant estimates: **grey-edge** (the
    mean absolute gradient per channel: edges are achromatic on average) and **bright pixels**
    (the mean colour of the region's brightest 5 %). Their geometric mean, normalised to unit
-   luminance, is the region's illuminant colour ``e``.
+   luminance, is the region's illuminant colour ``e``. Pixels with a clipped channel (display
+   value 249 or more) are left out of both: they show the top of the range, not the light's
+   colour, and would pull the bright-pixel estimate toward white whenever a scene is bright.
 2. **Von Kries adaptation**: per-channel gains ``e_scene / e_person``, in log space, with a
    dead zone (differences a natural photo shows between a person and their own scene, read off
    unedited photos, are left alone), a strength below one and bounded gains.
@@ -42,6 +44,7 @@ from .base import BaseHarmonizer
 
 LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 GAMMA = 2.2
+CLIPPED = (249 / 255) ** GAMMA       # linear value from which a channel counts as clipped
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,13 @@ def _shrink(x: np.ndarray | float, dead: float, strength: float, bound: float):
 
 def region_light(lin: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float] | None:
     """Illuminant colour (3,) at unit luminance and the 90th-percentile luminance of the
-    region ``w`` (bool (h, w)) of the linear image ``lin`` (h, w, 3); None if too small."""
+    region ``w`` (bool (h, w)) of the linear image ``lin`` (h, w, 3), its clipped pixels left
+    out (unless fewer than 50 others remain); None if too small."""
     if w.sum() < 50:
         return None
+    unclipped = w & (lin.max(axis=-1) < CLIPPED)
+    if unclipped.sum() >= 50:
+        w = unclipped
     gx = np.abs(np.diff(lin, axis=1))[:-1]
     gy = np.abs(np.diff(lin, axis=0))[:, :-1]
     we = w[:-1, :-1] & w[1:, :-1] & w[:-1, 1:]
