@@ -14,6 +14,10 @@ harmonizer (0 = undone, 1 = untouched), per frame:
 """
 import sys
 
+from _usage import script_args
+
+args = script_args(__doc__)
+
 import numpy as np
 import torch
 
@@ -26,7 +30,7 @@ torch.set_num_threads(1)
 frames = [f.rgb for i, f in enumerate(VideoReader(str(assets.path("clip-portrait")))) if i % 120 == 0][:3]
 with MediaPipeSegmenter(model="general") as seg:
     masks = [seg.segment(f, None) > 0.5 for f in frames]
-for name in sys.argv[1:] or ["default"]:
+for name in args or ["default"]:
     h = Harmonizer.from_pretrained(name, device="cpu")
     rows = {}
     for f, mb in zip(frames, masks):

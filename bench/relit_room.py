@@ -14,6 +14,10 @@ beside them; for the held-out people the mean of each and of the hue error.
 """
 import sys
 
+from _usage import script_args
+
+args = script_args(__doc__, ("--harmonizer",))
+
 import numpy as np
 import torch
 
@@ -26,7 +30,6 @@ from vidharm.training.recipe_eval import _u8, load_validation
 from vidharm.training.recipes import Light
 from vidharm.video import VideoReader
 
-args = sys.argv[1:]
 hname = "phnet-grid"
 if args[:1] == ["--harmonizer"]:
     hname, args = args[1], args[2:]

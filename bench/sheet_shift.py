@@ -36,6 +36,8 @@ underwater photos among the fetched training scenes,
 ``~/.cache/vidharm/train-data/backgrounds/gcompris-qt-data/clickgame__sea*.jpg``).
 """
 import numpy as np, sys
+from _usage import script_args
+args = script_args(__doc__, ("--harmonizer", "--absolute", "--all", "--sheet", "--images"))
 from vidharm import assets
 from vidharm.config import load_config, HarmonizerConfig
 from vidharm.registry import registry
@@ -44,7 +46,6 @@ from vidharm.color import apply_grid_fused, relative_fit_of
 from vidharm.commands.demo import SHEET_BACKGROUNDS
 from vidharm.video import VideoReader
 from vidharm.mask import MaskRefiner
-args = sys.argv[1:]
 hname, relative, every, sheet, images = "phnet-grid", True, False, "", []
 while args[:1] in (["--harmonizer"], ["--absolute"], ["--all"], ["--sheet"], ["--images"]):
     if args[0] == "--sheet":
