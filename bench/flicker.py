@@ -132,7 +132,7 @@ def cut_clips(names, cfg, background, every, fps, window):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--harmonizer", default=None, help="default: phnet-lite if registered, else stats")
+    ap.add_argument("--harmonizer", default=None, help="default: phnet-grid (the default harmonizer)")
     ap.add_argument("--profile", default="call-cpu")
     ap.add_argument("--weights", default=None, help="weights for a learned harmonizer "
                     "(speed does not depend on the values: a random-init file times the same)")
