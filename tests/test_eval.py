@@ -180,6 +180,7 @@ def test_evaluate_phnet_lite():
 
 @pytest.mark.parametrize("script", ["bench/sheet_shift.py", "bench/relit_room.py",
                                     "bench/real_frames.py", "bench/scene_shortcut.py",
+                                    "bench/error_parts.py",
                                     "scripts/export_onnx.py"])
 def test_bench_scripts_take_help_and_refuse_unknown_options(script, tmp_path):
     """``--help`` prints the script's usage and does nothing else (export_onnx.py used to
