@@ -6,16 +6,15 @@ ground truth by one transform over the person of a few kinds, from fewest parame
 - ``gain+offset``: one gain and one offset for the three channels (brightness and contrast);
 - ``mean``: an offset per channel (the person's mean colour);
 - ``per-channel``: a gain and an offset per channel;
-- ``3x4``: a full affine colour transform.
+- ``3x4``: a full affine colour transform (:func:`vidharm.color.fit_grid` with one cell, as
+  ``vidharm eval`` fits its 4x4 ceiling).
 
 Mean PSNR in dB (MAX = the target's maximum) per set. What a correction of a kind gains is
 how much of the error lies in what that kind can express; the composite fitted with the 3x4
 transform is the ceiling of a global transform.
 
-    .venv/bin/python bench/error_parts.py [--harmonizer NAME] [WEIGHTS]    # about two minutes
+    .venv/bin/python bench/error_parts.py [--harmonizer NAME] [WEIGHTS]    # under a minute
 """
-import sys
-
 from _usage import script_args
 
 args = script_args(__doc__, ("--harmonizer",))
@@ -23,7 +22,7 @@ args = script_args(__doc__, ("--harmonizer",))
 import numpy as np
 import torch
 
-from vidharm.color import ColorGrid, apply_grid, relative_fit_of
+from vidharm.color import ColorGrid, apply_grid, fit_grid, relative_fit_of
 from vidharm.training.metrics import MetricAccumulator
 from vidharm.training.recipe_eval import _t, _u8, harmonizer_for, load_validation
 
@@ -32,6 +31,8 @@ KINDS = ("gain", "gain+offset", "mean", "per-channel", "3x4")
 
 def correction(out: np.ndarray, real: np.ndarray, mask: np.ndarray, kind: str) -> ColorGrid:
     """The least-squares transform of ``kind`` from ``out`` to ``real`` over the person."""
+    if kind == "3x4":
+        return fit_grid(out, real, mask, (1, 1), ridge=1e-3)
     w = mask > 0.5
     x = out[w].astype(np.float64) / 255.0
     y = real[w].astype(np.float64) / 255.0
@@ -49,9 +50,6 @@ def correction(out: np.ndarray, real: np.ndarray, mask: np.ndarray, kind: str) -
         for c in range(3):
             A = np.stack([x[:, c], np.ones(len(x))], 1)
             M[c, c], M[c, 3] = np.linalg.lstsq(A, y[:, c], rcond=None)[0]
-    else:
-        A = np.concatenate([x, np.ones((len(x), 1))], 1)
-        M = np.linalg.lstsq(A, y, rcond=None)[0].T
     return ColorGrid(M[None, None].astype(np.float32))
 
 
