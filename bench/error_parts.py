@@ -15,7 +15,7 @@ transform is the ceiling of a global transform.
 
     .venv/bin/python bench/error_parts.py [--harmonizer NAME] [WEIGHTS]    # under a minute
 """
-from _usage import script_args
+from _common import script_args
 
 args = script_args(__doc__, ("--harmonizer",))
 

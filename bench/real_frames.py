@@ -12,9 +12,7 @@ harmonizer (0 = undone, 1 = untouched), per frame:
 
 ``tests/test_api.py`` asserts bounds on the ``alone`` figures of the shipped weights.
 """
-import sys
-
-from _usage import script_args
+from _common import script_args
 
 args = script_args(__doc__)
 

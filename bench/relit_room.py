@@ -12,23 +12,18 @@ beside them; for the held-out people the mean of each and of the hue error.
 
     .venv/bin/python bench/relit_room.py [--harmonizer NAME] [WEIGHTS]
 """
-import sys
-
-from _usage import script_args
+from _common import script_args, sheet_frame, warmth
 
 args = script_args(__doc__, ("--harmonizer",))
 
 import numpy as np
 import torch
 
-from vidharm import assets
 from vidharm.color import apply_grid, relative_fit_of
-from vidharm.config import HarmonizerConfig, load_config
-from vidharm.mask import MaskRefiner
+from vidharm.config import HarmonizerConfig
 from vidharm.registry import registry
 from vidharm.training.recipe_eval import _u8, load_validation
 from vidharm.training.recipes import Light
-from vidharm.video import VideoReader
 
 hname = "phnet-grid"
 if args[:1] == ["--harmonizer"]:
@@ -43,7 +38,7 @@ CHANGES = (("1 stop darker", Light(exposure=-1.0)), ("0.7 stop brighter", Light(
 
 def hue_luma(img: np.ndarray, m: np.ndarray) -> tuple[float, float]:
     mu = img[m].astype(np.float64).mean(0)
-    return 100 * np.log(mu[0] / mu[2]), np.log2(mu @ [0.2126, 0.7152, 0.0722])
+    return warmth(mu), np.log2(mu @ [0.2126, 0.7152, 0.0722])
 
 
 def relit(rgb: np.ndarray, mask: np.ndarray, light: Light, step: int = 1):
@@ -57,12 +52,7 @@ def relit(rgb: np.ndarray, mask: np.ndarray, light: Light, step: int = 1):
     return out, comp, lit
 
 
-cfg = load_config("creator-quality")
-for i, (rgb, _, _) in enumerate(VideoReader(str(assets.path("sample-clip")))):
-    if i == 45:
-        break
-seg = registry.segmenters.create(cfg.segmentation.segmenter, cfg.segmentation)
-mask = MaskRefiner(cfg.mask, smooth=False)(seg.segment(rgb, None), rgb).astype(np.float32)
+rgb, mask = sheet_frame()
 step = max(1, min(rgb.shape[:2]) // 256)
 pairs = load_validation()["unedited"]
 print(f"{hname} {weights.rsplit('/', 1)[-1] or '(shipped)'}: result (truth); hue = log(red/blue) "

@@ -37,7 +37,7 @@ def scene_match(composite: np.ndarray, mask: np.ndarray, source: np.ndarray | No
 
 
 if __name__ == "__main__":
-    from _usage import script_args
+    from _common import script_args
     script_args(__doc__)
     sets = load_validation(size=256, per_image=4)
     report = evaluate_recipes(lambda comp, mask: ColorGrid.identity(), sets, name="scene shortcut",

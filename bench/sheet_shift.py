@@ -36,7 +36,7 @@ underwater photos among the fetched training scenes,
 ``~/.cache/vidharm/train-data/backgrounds/gcompris-qt-data/clickgame__sea*.jpg``).
 """
 import numpy as np, sys
-from _usage import script_args
+from _common import script_args, sheet_frame, warmth
 args = script_args(__doc__, ("--harmonizer", "--absolute", "--all", "--sheet", "--images"))
 from vidharm import assets
 from vidharm.config import load_config, HarmonizerConfig
@@ -44,8 +44,6 @@ from vidharm.registry import registry
 from vidharm.composite import composite, make_background
 from vidharm.color import apply_grid_fused, relative_fit_of
 from vidharm.commands.demo import SHEET_BACKGROUNDS
-from vidharm.video import VideoReader
-from vidharm.mask import MaskRefiner
 hname, relative, every, sheet, images = "phnet-grid", True, False, "", []
 while args[:1] in (["--harmonizer"], ["--absolute"], ["--all"], ["--sheet"], ["--images"]):
     if args[0] == "--sheet":
@@ -59,10 +57,7 @@ while args[:1] in (["--harmonizer"], ["--absolute"], ["--all"], ["--sheet"], ["-
     else:
         hname, args = args[1], args[2:]
 cfg = load_config("creator-quality")
-for i, (rgb, t, _) in enumerate(VideoReader(str(assets.path("sample-clip")))):
-    if i == 45: break
-seg = registry.segmenters.create(cfg.segmentation.segmenter, cfg.segmentation)
-mask = MaskRefiner(cfg.mask, smooth=False)(seg.segment(rgb, None), rgb)
+rgb, mask = sheet_frame()
 h, w = rgb.shape[:2]; step = max(1, min(h, w) // 256)
 
 
@@ -103,7 +98,6 @@ for wpath in args or [""]:
     room = rgb[~m].astype(float).mean(0)
     tiles = []
     stats = []                       # (person luma, person R/B, background luma, background R/B)
-    warm = lambda x: 100 * np.log(x[0] / x[2])               # percent, of mean display values
     green = lambda x: 100 * np.log(2 * x[1] / (x[0] + x[2]))
     for name, cap in backgrounds:
         pr = make_background(background_path(name), cfg); bg = pr.frame((w, h), 0.0, current=rgb, mask=mask)
@@ -112,12 +106,12 @@ for wpath in args or [""]:
         out = apply_grid_fused(rgb, bg, mask, grid)
         a, b = comp[m].astype(float).mean(0), out[m].astype(float).mean(0)
         scene = bg[~m].astype(float).mean(0)
-        stats.append((L(b) - L(a), warm(b) - warm(a), L(scene) - L(room),
-                      warm(scene) - warm(room)))
+        stats.append((L(b) - L(a), warmth(b) - warmth(a), L(scene) - L(room),
+                      warmth(scene) - warmth(room)))
         if sheet:
             tiles.append((cap, comp, out, L(b) - L(a)))
-        row.append(f"{cap}: luma {L(b)-L(a):+.1f} R/B {warm(b)-warm(a):+.1f}% G {green(b)-green(a):+.1f}%"
-                   f" (background vs room: luma {L(scene)-L(room):+.0f}, R/B {warm(scene)-warm(room):+.0f}%)")
+        row.append(f"{cap}: luma {L(b)-L(a):+.1f} R/B {warmth(b)-warmth(a):+.1f}% G {green(b)-green(a):+.1f}%"
+                   f" (background vs room: luma {L(scene)-L(room):+.0f}, R/B {warmth(scene)-warmth(room):+.0f}%)")
     if every:
         s_ = np.array(stats)
         names = [c for _, c in backgrounds]
