@@ -164,6 +164,64 @@ def test_relative_to_undoes_the_base_transform(person):
         a.relative_to(ColorGrid.identity(2, 2))
 
 
+def _gain(g: float) -> ColorGrid:
+    return ColorGrid((IDENTITY * np.float32(g))[None, None])
+
+
+def test_relative_fit_never_goes_against_a_much_darker_or_brighter_scene(asset, person):
+    """A relative fit that brightens the person on a scene far darker than their own room (or
+    darkens them on one far brighter) has that brightness change taken out, its hue change
+    kept (``color.bounded_by_scene``); scenes that differ less, and changes that go with the
+    scene, are left as they are; in between it phases in. Both relative paths apply it: the
+    plain one (``color.fit_relative``, every harmonizer) and the joint head's."""
+    import vidharm.models.runner as runner
+    from vidharm import Harmonizer
+    from vidharm.color import LUMA, SCENE_BOUND, bounded_by_scene, fit_relative
+    frame, mask = person
+    fg, bg = mask > 0.5, 1 - mask
+    luma = lambda img: (img.astype(np.float64) / 255) @ LUMA
+    scene_d = lambda img: float(((luma(img) - luma(frame)) * bg).sum() / bg.sum())
+    warm = ColorGrid(np.array([[[[1.3, 0, 0, 0], [0, 1.2, 0, 0], [0, 0, 1.05, 0]]]], np.float32))
+    red_blue = lambda img: np.log(img[fg][:, 0].astype(float).mean() / img[fg][:, 2].astype(float).mean())
+    darker = (frame * 0.35).astype(np.uint8)                      # his room, much darker
+    brighter = (frame * 0.1 + 0.9 * 255).astype(np.uint8)          # and much brighter
+    for room, grid, against in ((darker, warm, True), (darker, _gain(0.8), False),
+                                (brighter, _gain(0.8), True), (brighter, warm, False)):
+        comp, _ = _on(person, room)
+        assert abs(scene_d(comp)) > SCENE_BOUND[1]
+        bounded = bounded_by_scene(grid, comp, mask, frame)
+        out, free = apply_grid(comp, mask, bounded), apply_grid(comp, mask, grid)
+        if against:
+            assert abs(luma(out)[fg].mean() - luma(comp)[fg].mean()) * 255 < 1.0
+            assert abs(red_blue(out) - red_blue(free)) < 0.01
+        else:
+            assert bounded is grid
+    dimmer, _ = _on(person, (frame * 0.9).astype(np.uint8))
+    assert abs(scene_d(dimmer)) < SCENE_BOUND[0] and bounded_by_scene(warm, dimmer, mask, frame) is warm
+    # between the two bounds, part of the change is taken out
+    k = next(k for k in np.linspace(0.95, 0.3, 66)
+             if abs(scene_d(_on(person, (frame * k).astype(np.uint8))[0])) > sum(SCENE_BOUND) / 2)
+    mid, _ = _on(person, (frame * k).astype(np.uint8))
+    change = lambda g: luma(apply_grid(mid, mask, g))[fg].mean() - luma(mid)[fg].mean()
+    assert 0.2 * change(warm) < change(bounded_by_scene(warm, mid, mask, frame)) < 0.8 * change(warm)
+    # the plain relative path
+    dark, _ = _on(person, darker)
+    rel = fit_relative(lambda img, m: warm if img is dark else ColorGrid.identity(), dark, mask, frame)
+    assert abs(luma(apply_grid(dark, mask, rel))[fg].mean() - luma(dark)[fg].mean()) * 255 < 1.0
+    # the joint head's path, as vidharm applies the default: the pink room (55 grey levels
+    # darker than his room on average) is where the shipped weights brighten him most
+    h = Harmonizer.from_pretrained("default", device="cpu")
+    pink, _ = _on(person, _photo(asset, "bg-7688357", frame.shape))
+    assert scene_d(pink) < -SCENE_BOUND[0]
+    kept = h(pink, mask, source=frame)[fg].mean() - pink[fg].mean()
+    saved, runner.bounded_by_scene = runner.bounded_by_scene, lambda g, *a, **kw: g
+    try:
+        unbounded = h(pink, mask, source=frame)[fg].mean() - pink[fg].mean()
+    finally:
+        runner.bounded_by_scene = saved
+    assert unbounded > 4 and kept < unbounded - 1.5, (unbounded, kept)
+
+
 def test_phnet_grid_applies_the_global_transform_closest_to_its_grid(asset, person):
     """phnet-grid publishes one 3x4 transform: the least-squares fit over the person to what
     the model's own grid (phnet-grid-local) does there; so the person's mean colour moves

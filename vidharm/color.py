@@ -22,6 +22,12 @@ import numpy as np
 from .composite import blend
 
 IDENTITY = np.concatenate([np.eye(3, dtype=np.float32), np.zeros((3, 1), np.float32)], 1)
+#: Rec. 709 luma weights (RGB in display values)
+LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
+#: :func:`bounded_by_scene`: a new scene this much darker (brighter) on average than the
+#: person's own frame, in display luma 0..1, starts to (fully does) forbid brightening
+#: (darkening) the person
+SCENE_BOUND = (0.15, 0.25)
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,8 @@ def fit_relative(fit, composite: np.ndarray, mask: np.ndarray,
                  source: np.ndarray | None) -> ColorGrid:
     """``fit(composite, mask)`` relative to ``fit(source, mask)`` (:meth:`ColorGrid.relative_to`),
     ``source`` being the frame the person was cut from, at the composite's size (see
-    :mod:`vidharm.harmonize.base`). ``source`` None: ``fit`` alone; equal to the composite:
-    no change (the identity, without fitting)."""
+    :mod:`vidharm.harmonize.base`), within :func:`bounded_by_scene`. ``source`` None: ``fit``
+    alone; equal to the composite: no change (the identity, without fitting)."""
     if source is None:
         return fit(composite, mask)
     if source.shape != composite.shape:
@@ -94,7 +100,42 @@ def fit_relative(fit, composite: np.ndarray, mask: np.ndarray,
                          "give the frame the person was cut from, at the composite's size")
     if np.array_equal(source, composite):
         return ColorGrid.identity()
-    return fit(composite, mask).relative_to(fit(source, mask))
+    return bounded_by_scene(fit(composite, mask).relative_to(fit(source, mask)), composite,
+                            mask, source)
+
+
+def bounded_by_scene(grid: ColorGrid, composite: np.ndarray, mask: np.ndarray,
+                     source: np.ndarray, bound: tuple[float, float] = SCENE_BOUND) -> ColorGrid:
+    """``grid`` (a relative transform: ``composite`` against ``source``, the person's own frame,
+    same size and matte) with a change of the person's brightness *against* the scene's taken
+    out where the scenes differ clearly: on a new background much darker on average than the
+    person's room the person is not brightened, on a much brighter one not darkened.
+
+    A learned fit reads a few bright things in a dark scene (a white starfish under water) as
+    bright light; relative to a bright room it can darken a person on a scene that is itself far
+    darker. Where the mean display luma of the scene (outside the matte, in both frames) differs
+    by ``d``, the person's mean luma change under ``grid`` has the opposite sign, and ``|d|``
+    is at least ``bound[1]``, ``grid`` is scaled by the one gain that leaves the person's mean
+    luma as it was (its hue change kept); between ``bound[0]`` and ``bound[1]`` by that gain to
+    a power rising from 0 to 1, so that the result moves smoothly as the scene does. Means at
+    about 64 px. Scenes that differ less are left to the harmonizer: there a brighter scene is
+    as often brighter things as brighter light."""
+    c, s, m = (subsample(x, 64) for x in (composite, source, mask))
+    m = np.clip(m.astype(np.float32), 0.0, 1.0)
+    bg = 1.0 - m
+    if float(m.sum()) < 1.0 or float(bg.sum()) < 1.0:
+        return grid
+    luma_c, luma_s = _as_unit(c) @ LUMA, _as_unit(s) @ LUMA
+    d = float((luma_c * bg).sum() - (luma_s * bg).sum()) / float(bg.sum())
+    weight = float(np.clip((abs(d) - bound[0]) / max(bound[1] - bound[0], 1e-6), 0.0, 1.0))
+    if weight == 0.0:
+        return grid
+    before = float((luma_c * m).sum()) / float(m.sum())
+    after = float((_as_unit(apply_grid(c, m, grid)) @ LUMA * m).sum()) / float(m.sum())
+    if (after - before) * d >= 0.0:
+        return grid
+    gain = (before / max(after, 1e-3)) ** weight
+    return ColorGrid(np.ascontiguousarray(grid.coeffs * np.float32(gain)))
 
 
 def relative_fit_of(harmonizer):

@@ -39,10 +39,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..color import ColorGrid, fit_relative, subsample
+from ..color import LUMA, ColorGrid, fit_relative, subsample
 from .base import BaseHarmonizer
 
-LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 GAMMA = 2.2
 CLIPPED = (249 / 255) ** GAMMA       # linear value from which a channel counts as clipped
 

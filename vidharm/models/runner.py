@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..color import ColorGrid, apply_grid, fit_grid, fit_relative, global_refit
+from ..color import ColorGrid, apply_grid, bounded_by_scene, fit_grid, fit_relative, global_refit
 from ..errors import InputError
 from ..mask import to_float_mask
 from . import shipped_names, shipped_weights
@@ -213,14 +213,16 @@ def joint_relative(fit_with_features, delta, fit, composite: np.ndarray, mask: n
     ``fit(source)`` undone (as :func:`vidharm.color.fit_relative`, whose cases it keeps: no
     source, the fit alone; a source equal to the composite, the identity), plus the joint
     head's correction ``delta(features(composite), features(source))`` (1, 3, 4), added to
-    every cell. ``fit_with_features(image, mask) -> (ColorGrid as applied, features (1, n))``."""
+    every cell, within :func:`vidharm.color.bounded_by_scene`.
+    ``fit_with_features(image, mask) -> (ColorGrid as applied, features (1, n))``."""
     if source is None or source.shape != composite.shape or np.array_equal(source, composite):
         return fit_relative(fit, composite, mask, source)     # its answers and its errors
     grid_c, feats_c = fit_with_features(composite, mask)
     grid_s, feats_s = fit_with_features(source, mask)
     rel = grid_c.relative_to(grid_s)
     d = np.asarray(delta(feats_c, feats_s), np.float32).reshape(1, 1, 3, 4)
-    return ColorGrid(np.ascontiguousarray(rel.coeffs + d, np.float32))
+    return bounded_by_scene(ColorGrid(np.ascontiguousarray(rel.coeffs + d, np.float32)),
+                            composite, mask, source)
 
 
 def _check_pair(composite, mask):
