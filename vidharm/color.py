@@ -112,8 +112,7 @@ def bounded_by_scene(grid: ColorGrid, composite: np.ndarray, mask: np.ndarray,
     person's room the person is not brightened, on a much brighter one not darkened.
 
     A learned fit reads a few bright things in a dark scene (a white starfish under water) as
-    bright light; relative to a bright room it can darken a person on a scene that is itself far
-    darker. Where the mean display luma of the scene (outside the matte, in both frames) differs
+    bright light, and can as well darken a person on a scene far brighter than their room. Where the mean display luma of the scene (outside the matte, in both frames) differs
     by ``d``, the person's mean luma change under ``grid`` has the opposite sign, and ``|d|``
     is at least ``bound[1]``, ``grid`` is scaled by the one gain that leaves the person's mean
     luma as it was (its hue change kept); between ``bound[0]`` and ``bound[1]`` by that gain to
