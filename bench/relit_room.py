@@ -19,7 +19,7 @@ args = script_args(__doc__, ("--harmonizer",))
 import numpy as np
 import torch
 
-from vidharm.color import apply_grid, relative_fit_of
+from vidharm.color import LUMA, apply_grid, relative_fit_of
 from vidharm.config import HarmonizerConfig
 from vidharm.registry import registry
 from vidharm.training.recipe_eval import _u8, load_validation
@@ -38,7 +38,7 @@ CHANGES = (("1 stop darker", Light(exposure=-1.0)), ("0.7 stop brighter", Light(
 
 def hue_luma(img: np.ndarray, m: np.ndarray) -> tuple[float, float]:
     mu = img[m].astype(np.float64).mean(0)
-    return warmth(mu), np.log2(mu @ [0.2126, 0.7152, 0.0722])
+    return warmth(mu), np.log2(mu @ LUMA)
 
 
 def relit(rgb: np.ndarray, mask: np.ndarray, light: Light, step: int = 1):

@@ -42,7 +42,7 @@ from vidharm import assets
 from vidharm.config import load_config, HarmonizerConfig
 from vidharm.registry import registry
 from vidharm.composite import composite, make_background
-from vidharm.color import apply_grid_fused, relative_fit_of
+from vidharm.color import LUMA, apply_grid_fused, relative_fit_of
 from vidharm.commands.demo import SHEET_BACKGROUNDS
 hname, relative, every, sheet, images = "phnet-grid", True, False, "", []
 while args[:1] in (["--harmonizer"], ["--absolute"], ["--all"], ["--sheet"], ["--images"]):
@@ -92,7 +92,7 @@ for wpath in args or [""]:
     fit = lambda comp: relative_fit_of(H)(small(comp), small(mask), small(rgb) if relative else None)
     m = mask > 0.5
     own = apply_grid_fused(rgb, rgb, mask, H.fit(small(rgb), small(mask)))
-    L = lambda x: 0.2126*x[0]+0.7152*x[1]+0.0722*x[2]
+    L = lambda x: float(x @ LUMA)
     a, b = rgb[m].astype(float).mean(0), own[m].astype(float).mean(0)
     row = [f"own room (alone): luma {L(b)-L(a):+.1f}"]
     room = rgb[~m].astype(float).mean(0)

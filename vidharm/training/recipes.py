@@ -42,11 +42,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..color import LUMA as _LUMA
+
 RECIPES = ("ffhqh", "light-person", "light-scene", "unedited")
 #: training only: :func:`cross_pair` on the natural photos (the source shows other content),
 #: :func:`other_photo_pair` (the new background is another photo)
 TRAIN_RECIPES = RECIPES + ("cross", "other-photo")
-LUMA = torch.tensor([0.2126, 0.7152, 0.0722])
+LUMA = torch.from_numpy(_LUMA)
 
 
 def unknown_recipes(names) -> list[str]:
