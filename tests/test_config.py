@@ -83,3 +83,18 @@ def test_x264_params_are_checked_before_any_work(tmp_path):
     cfg = load_config(str(p))
     check_output_config(cfg.output)
     check_output_config(OutputConfig(x264_params="threads=1:partitions=i8x8,i4x4"))
+
+
+def test_harmonizer_precision_is_checked_and_reaches_the_network():
+    """``harmonizer.precision`` (CUDA: bf16 / fp16 autocast or fp32) is refused when unknown,
+    and on the CPU the network runs fp32 whatever it says."""
+    from vidharm.api import WEIGHTS_DIR
+    from vidharm.config import HarmonizerConfig
+    from vidharm.registry import registry
+    assert load_config("gpu-1080p60", {"harmonizer.precision": "fp16"}).harmonizer.precision == "fp16"
+    with pytest.raises(ConfigError, match="harmonizer.precision") as e:
+        load_config("gpu-1080p60", {"harmonizer.precision": "fp8"})
+    assert "bf16" in e.value.one_line()
+    h = registry.harmonizers.create("phnet-grid", HarmonizerConfig(
+        device="cpu", precision="bf16", weights=str(WEIGHTS_DIR / "phnet-grid.safetensors")))
+    assert h.net.precision == "fp32"

@@ -50,6 +50,7 @@ class HarmonizerConfig:
     grid: int = 4                     # cells of the grid fitted to pixel models (phnet-lite, fmm)
     weights: str = ""                 # weights file for learned harmonizers ("" = default)
     device: str = "auto"              # auto | cpu | cuda
+    precision: str = "auto"           # on CUDA: auto (bf16 where supported, else fp16) | bf16 | fp16 | fp32
     work_size: int = 256              # the harmonizer's own resolution (short side)
     offline_hz: float = 0.0           # offline video: fits per second of video (0: every frame)
     relative: bool = True             # relative to the person's own frame (see harmonize.base)
@@ -205,6 +206,7 @@ LIMITS: dict[str, tuple] = {
     "harmonizer.grid": (1, 32),
     "harmonizer.work_size": (16, 4096),
     "harmonizer.device": ("auto", "cpu", "cuda"),
+    "harmonizer.precision": ("auto", "bf16", "fp16", "fp32"),
     "harmonizer.offline_hz": (0.0, 1000.0),
     "output.crf": (0, 51),
     "output.preset": X264_PRESETS,

@@ -38,7 +38,8 @@ class LearnedHarmonizer(BaseHarmonizer):
             self.net = ModelRunner.from_pretrained(spec, device=self.cfg.device,
                                                    work_size=self.cfg.work_size,
                                                    grid=(self.cfg.grid, self.cfg.grid),
-                                                   local=self.local)
+                                                   local=self.local,
+                                                   precision=self.cfg.precision)
         self.name = self.net.name
         self.device = self.net.device
         self._check_arch()

@@ -52,6 +52,8 @@ class ModelRunner:
     model: a ``torch.nn.Module`` with ``forward(image (B,3,h,w) [0,1], mask (B,1,h,w) {0,1})``.
     work_size: the network's input size (square), 256 by default.
     grid: cells of the fitted colour-transform grid (rows, cols).
+    precision: on CUDA, ``auto`` (bf16 where the GPU supports it, else fp16), ``bf16``,
+        ``fp16`` (autocast) or ``fp32``; the CPU always runs fp32.
     local: grid models (phnet-grid) only: apply the model's own grid of transforms. By default
     they apply the one global 3x4 transform closest to it over the person
     (:func:`vidharm.color.global_refit`), which scores better on every held-out recipe
@@ -59,7 +61,8 @@ class ModelRunner:
     """
 
     def __init__(self, model, device: str = "auto", work_size: int = 256,
-                 grid: tuple[int, int] = (4, 4), name: str = "custom", local: bool = False):
+                 grid: tuple[int, int] = (4, 4), name: str = "custom", local: bool = False,
+                 precision: str = "auto"):
         import torch
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -70,7 +73,12 @@ class ModelRunner:
         self._torch = torch
         self.amp_dtype = None
         if self.device == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            if precision == "auto":
+                precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        #: what the network runs in: fp32 on the CPU; on CUDA bf16 / fp16 autocast or fp32
+        self.precision = "fp32" if self.amp_dtype is None else \
+            ("bf16" if self.amp_dtype == torch.bfloat16 else "fp16")
 
     # ------------------------------------------------------------------ construction
     @classmethod
