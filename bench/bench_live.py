@@ -5,12 +5,16 @@
     .venv/bin/python bench/bench_live.py --sizes 720 --minutes 30     # soak: memory, stalls
     .venv/bin/python bench/bench_live.py --compare none,light,phnet-grid --seconds 60 \
         --chart docs/bench_live.png                                   # side by side, CPU
+    .venv/bin/python bench/bench_live.py --profile gpu-1080p60 --harmonizer phnet-grid \
+        --sizes 1080 --mjpg 60 --precision bf16       # a GPU machine (scripts/gpu_live.sh)
 
 The sample clip is upscaled (bicubic) and encoded once to H.264 at each size (cached under
 the vidharm cache, not timed); :class:`FileSource` plays it at its real pace (30 fps), looping,
 as a stand-in camera, so the capture thread pays a real decode per frame as it would pay a
-real MJPG decode. The live engine runs exactly as ``vidharm run`` does (capture thread,
-frame loop, harmonizer thread with latest-wins mailboxes) into the null sink.
+real MJPG decode (``--mjpg FPS``: the clip JPEG-encoded once, then decoded with OpenCV per
+frame at FPS, for machines without PyAV and for 60 fps). The live engine runs exactly as
+``vidharm run`` does (capture thread, frame loop, harmonizer thread with latest-wins
+mailboxes) into the null sink.
 
 Printed per size: sustained fps, dropped frames (camera frames replaced before the loop took
 them), harmonizer refresh Hz and fit time, added latency p50/p95/max (capture -> sink: from
@@ -56,12 +60,56 @@ def upscaled_clip(height: int, frames: int = 150) -> tuple[str, tuple[int, int]]
     return live_clip(height, frames)
 
 
+class MjpgCamera:
+    """A stand-in camera that delivers MJPG, as webcams do at 1080p: the sample clip read with
+    OpenCV (so no PyAV is needed: the GPU machine has none), upscaled (bicubic) to ``size``
+    and JPEG-encoded (quality 90) once, untimed; then each frame is decoded with OpenCV on the
+    capture thread at ``fps``, in real time, forth and back so that the loop has no jump.
+    Timestamps start at 0. Protocols: Source, SizedSource, Closable."""
+
+    def __init__(self, clip: str, size: tuple[int, int], fps: float, frames: int = 150,
+                 quality: int = 90):
+        import cv2
+        cap = cv2.VideoCapture(clip)
+        self.jpegs: list[bytes] = []
+        while len(self.jpegs) < frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            big = cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC)
+            self.jpegs.append(cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, quality])[1])
+        cap.release()
+        if len(self.jpegs) < 2:
+            raise SystemExit(f"error: OpenCV could not read frames from {clip}")
+        self.size, self.fps = tuple(size), float(fps)
+        self._closed = False
+
+    def __iter__(self):
+        import cv2
+        n = len(self.jpegs)
+        order = list(range(n)) + list(range(n - 2, 0, -1))
+        start, i = time.monotonic(), 0
+        while not self._closed:
+            wait = start + i / self.fps - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            bgr = cv2.imdecode(self.jpegs[order[i % len(order)]], cv2.IMREAD_COLOR)
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), i / self.fps
+            i += 1
+
+    def close(self) -> None:
+        self._closed = True
+
+
 def run_once(cfg, clip, size, seconds, max_hz, background, soak_sample=None, budget=None,
-             grid="auto"):
+             grid="auto", camera=None):
     from vidharm.live import LiveEngine
     from vidharm_plugins.sinks import NullSink
-    from vidharm_plugins.sources import FileSource
-    src = FileSource(clip, loop=True, realtime=True)
+    if camera is not None:
+        src = camera
+    else:
+        from vidharm_plugins.sources import FileSource
+        src = FileSource(clip, loop=True, realtime=True)
     kw = {"grid_mode": grid} if budget is None else {"harmonizer_budget": budget, "grid_mode": grid}
     eng = LiveEngine(cfg, src, NullSink(), background, max_refresh_hz=max_hz, **kw)
     stop = threading.Event()
@@ -160,6 +208,13 @@ def main(argv=None) -> int:
                     help="harmonizers side by side (e.g. none,light,phnet-grid), first size only")
     ap.add_argument("--chart", default=None, metavar="PNG", help="with --compare: a chart")
     ap.add_argument("--stages", action="store_true", help="per-stage CPU ms, one by one")
+    ap.add_argument("--mjpg", type=float, default=None, metavar="FPS",
+                    help="the camera delivers MJPG at FPS (decoded with OpenCV per frame; no "
+                    "PyAV needed) instead of the H.264 clip through PyAV at 30 fps")
+    ap.add_argument("--cv-threads", type=int, default=None,
+                    help="OpenCV's threads (default 1, as `vidharm run` sets them)")
+    ap.add_argument("--precision", default=None, choices=["auto", "bf16", "fp16", "fp32"],
+                    help="the network's precision on CUDA (default: the profile's)")
     args = ap.parse_args(argv)
 
     # as the commands do, BEFORE torch is imported: OMP_NUM_THREADS is read at import, and
@@ -168,6 +223,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from vidharm.commands.common import frame_process_settings
     frame_process_settings(live=True)
+    if args.cv_threads:
+        import cv2
+        cv2.setNumThreads(args.cv_threads)
     from vidharm import assets
     from vidharm.config import load_config
     from vidharm.registry import registry
@@ -186,6 +244,8 @@ def main(argv=None) -> int:
         over["harmonizer.weights"] = args.weights
     if args.device:
         over["harmonizer.device"] = args.device
+    if args.precision:
+        over["harmonizer.precision"] = args.precision
     cfg = load_config(args.profile, over)
     max_hz = args.refresh_hz or "auto"
     bg = args.background or str(assets.path("sample-background"))
@@ -193,7 +253,8 @@ def main(argv=None) -> int:
     load = os.getloadavg()
     print(f"bench_live: harmonizer={args.compare or name} profile={args.profile} segmentation="
           f"{cfg.segmentation.model} refresh cap={max_hz or 'none'} Hz cpu_count={os.cpu_count()} "
-          f"loadavg={load[0]:.2f},{load[1]:.2f},{load[2]:.2f} cuda={cuda}")
+          f"loadavg={load[0]:.2f},{load[1]:.2f},{load[2]:.2f} cuda={cuda} "
+          f"opencv_threads={__import__('cv2').getNumThreads()}")
     if args.stages:
         return stages(cfg, sizes[0], bg)
     if args.compare:
@@ -232,12 +293,21 @@ def main(argv=None) -> int:
     print(f"{'size':>9s} {'fps':>6s} {'dropped':>9s} {'refresh':>8s} {'fit':>6s} "
           f"{'lat p50':>8s} {'p95':>6s} {'max':>6s} {'stall':>6s}  ms/frame per stage")
     for h in sizes:
-        clip, size = upscaled_clip(h)
+        camera = None
+        if args.mjpg:
+            size = (int(round(h * 16 / 9 / 2)) * 2, h)
+            camera = MjpgCamera(str(assets.path("sample-clip")), size, args.mjpg)
+            clip = None
+        else:
+            clip, size = upscaled_clip(h)
         s, _, eng = run_once(cfg, clip, size, args.seconds, max_hz, bg, budget=args.budget,
-                             grid=args.grid)
+                             grid=args.grid, camera=camera)
         if h == sizes[0]:
             w = eng.worker
-            print(f"  (harmonizer on {w.device if w else '-'}, refresh cap "
+            net = getattr(getattr(w, "harmonizer", None), "net", None) if w else None
+            print(f"  (harmonizer on {w.device if w else '-'}"
+                  f"{', ' + net.precision if getattr(net, 'precision', None) else ''}, "
+                  f"camera {'MJPG at %g fps' % args.mjpg if args.mjpg else 'H.264 clip'}, refresh cap "
                   f"{(w.max_hz if w else None) or 'none'} Hz, CPU budget "
                   f"{(w.cpu_budget if w else None) or 'none'}, grid "
                   f"{'diagonal' if w and w.diagonal else 'full'})")
