@@ -71,7 +71,7 @@ class MjpgCamera:
                  quality: int = 90):
         import cv2
         cap = cv2.VideoCapture(clip)
-        self.jpegs: list[bytes] = []
+        self.jpegs: list = []          # encoded frames (uint8 arrays)
         while len(self.jpegs) < frames:
             ok, bgr = cap.read()
             if not ok:

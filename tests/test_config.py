@@ -98,3 +98,5 @@ def test_harmonizer_precision_is_checked_and_reaches_the_network():
     h = registry.harmonizers.create("phnet-grid", HarmonizerConfig(
         device="cpu", precision="bf16", weights=str(WEIGHTS_DIR / "phnet-grid.safetensors")))
     assert h.net.precision == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        type(h.net)(h.net.model, device="cpu", precision="half")

@@ -64,6 +64,8 @@ class ModelRunner:
                  grid: tuple[int, int] = (4, 4), name: str = "custom", local: bool = False,
                  precision: str = "auto"):
         import torch
+        if precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {precision!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.work_size = int(work_size)
