@@ -8,17 +8,29 @@
 #   EXTRA  options added to every stage, e.g. "--device cuda --workers 14 --data-dir PACK.npz"
 #   RUNS   the folder of the four run folders (default runs)
 #   SHIP   1 (default): copy stage 4 into vidharm/weights and export ONNX; 0: leave them
+#   START  the first stage to run, 1 (default) to 4; from 2 on, the stage before's weights must
+#          be at $RUNS/<its folder>/phnet-grid.safetensors (a GPU call that stopped at its
+#          deadline: put the weights it brought back there and go on from the next stage)
 # Arguments are added to stage 1 only (e.g. --resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V=${V:-.venv/bin/vidharm}
 RUNS=${RUNS:-runs}
+START=${START:-1}
 read -r -a EXTRA <<< "${EXTRA:-}"
+case "$START" in 1|2|3|4) ;; *) echo "error: START must be 1, 2, 3 or 4, not '$START'"; exit 2;; esac
+prev=(x grid grid grid-ft grid-rel)
+if [ "$START" -gt 1 ] && [ ! -f "$RUNS/${prev[$START]}/phnet-grid.safetensors" ]; then
+  echo "error: START=$START needs the weights of stage $((START - 1)) at $RUNS/${prev[$START]}/phnet-grid.safetensors"
+  exit 2
+fi
 # 1. the recipe mix: FFHQH 0.3, light-person 0.25, light-scene 0.3, unedited 0.15
+[ "$START" -le 1 ] && \
 $V train --model phnet-grid --steps 12000 --batch-size 32 --lr 2e-3 --val-every 250 \
   --out-dir "$RUNS/grid" "${EXTRA[@]}" "$@"
 # 2. fine-tune with the whole image colour-augmented over the light recipes' full range
 #    (absolute colour and exposure then carry no information, only person vs scene does)
+[ "$START" -le 2 ] && \
 $V train --model phnet-grid --steps 5000 --batch-size 32 --lr 1e-3 --val-every 250 \
   --init-weights "$RUNS/grid/phnet-grid.safetensors" --augment-scale 1.0 --augment-share 0.9 \
   --recipe-weights '{"ffhqh": 0.28, "light-person": 0.2, "light-scene": 0.24, "unedited": 0.28}' \
@@ -26,6 +38,7 @@ $V train --model phnet-grid --steps 5000 --batch-size 32 --lr 1e-3 --val-every 2
 # 3. fine-tune for what vidharm applies: the transform relative to the person's own frame,
 #    plus the fit on the composite alone (--apply both), with the cross recipe (the source
 #    frame shows other content) so that a region unlike its surroundings is not "corrected"
+[ "$START" -le 3 ] && \
 $V train --model phnet-grid --steps 6000 --batch-size 32 --lr 7e-4 --val-every 500 \
   --init-weights "$RUNS/grid-ft/phnet-grid.safetensors" --augment-scale 1.0 --augment-share 0.9 \
   --apply both \
