@@ -184,9 +184,22 @@ def test_preview_window_frame_overlay_and_hotkeys(display, tmp_path, asset):
             return float((np.abs(got - drawn[decided]).max(axis=1) <= 40).mean())
 
         # (the first frames come before the first status text, the help line one line up)
-        first = wait_for(lambda: (lambda w: w if diff(w[STRIP], room_frame[STRIP]) < 12
-                                  and help_line(w) > 0.9 else None)(window()), 60,
-                         what="a composited frame with the overlay")
+        def composited():
+            return wait_for(lambda: (lambda w: w if diff(w[STRIP], room_frame[STRIP]) < 12
+                                     and help_line(w) > 0.9 else None)(window()), 20,
+                            what="a composited frame with the overlay")
+        try:
+            first = composited()
+        except AssertionError:
+            # Xvfb has no window manager: with the CPU loaded, Qt now and then misses the
+            # window's first Expose and never paints it (6 runs in 30 with three busy loops
+            # beside it; the app ran at 30 fps, its frames shown but the window all black:
+            # CI failed so on 2026-11-30). A window manager maps it again; so does this,
+            # once, and only for that case.
+            assert window().max() == 0, "the window shows something, but not the frame"
+            for step in ("windowunmap", "windowmap"):
+                scr.xdotool(step, "--sync", wid)
+            first = composited()
         assert diff(first[PERSON], room_frame[PERSON]) > 25
         assert help_line(first, 26) < 0.6      # not there by chance: one line lower fails
         if os.environ.get("VIDHARM_PREVIEW_PNG"):
