@@ -46,15 +46,10 @@ if [ "${TESTS:-1}" = 1 ]; then
     tests/test_grid_harmonizers.py::test_grid_training_on_cuda
   echo "tests: exit $? after $(( $(date +%s) - t0 )) s"
 fi
-if [ "${START:-1}" -gt 1 ]; then            # go on from an earlier call's weights
-  prev=(x grid grid grid-ft grid-rel)
-  [ -f "${INIT:-}" ] || { echo "error: START=$START needs INIT=<weights of stage $((START - 1))>, carried"; exit 2; }
-  mkdir -p "$OUT/runs/${prev[$START]}" && cp "$INIT" "$OUT/runs/${prev[$START]}/phnet-grid.safetensors"
-fi
 W=${WORKERS:-$(( $(nproc) - 2 ))}
 # stop training at DEADLINE seconds from the start (default 540), so that what is done comes back
 left=$(( ${DEADLINE:-540} - ($(date +%s) - t0) ))
-V="$PY -m vidharm.cli" RUNS="$OUT/runs" SHIP=0 START=${START:-1} \
+V="$PY -m vidharm.cli" RUNS="$OUT/runs" SHIP=0 START=${START:-1} INIT=${INIT:-} \
   EXTRA="--device ${DEVICE:-cuda} --workers $W --data-dir gpu-kit/train-64.npz ${MORE:-}" \
   timeout -k 10 "$left" bash scripts/train_grid_weights.sh ${STAGE1:-}
 rc=$?
