@@ -295,7 +295,8 @@ def main(argv=None) -> int:
     for h in sizes:
         camera = None
         if args.mjpg:
-            size = (int(round(h * 16 / 9 / 2)) * 2, h)
+            from vidharm.commands.bench import size_16_9
+            size = size_16_9(h)
             camera = MjpgCamera(str(assets.path("sample-clip")), size, args.mjpg)
             clip = None
         else:

@@ -71,7 +71,7 @@ def bench_transcode(sizes, frames, harmonizer, profile, background):
     click.echo(header + "   (ms per frame)")
     with tempfile.TemporaryDirectory() as tmp, make_background(bg_spec, cfg) as bg:
         for h in [int(s) for s in sizes.split(",")]:
-            w = int(round(h * 16 / 9 / 2)) * 2
+            w, _ = size_16_9(h)
             src = Path(tmp) / f"in_{h}.mp4"
             clip_fps = make_test_clip(clip, src, (w, h), frames)
             res = transcode_file(str(src), Path(tmp) / f"out_{h}.mp4",
@@ -96,13 +96,18 @@ LIVE_CPU_PARTS = ("capture", "segment", "refine", "background", "apply", "sink",
                   "harmonizer", "native", "other")
 
 
+def size_16_9(height: int) -> tuple[int, int]:
+    """(width, height) of a 16:9 frame ``height`` tall, the width even."""
+    return int(round(height * 16 / 9 / 2)) * 2, height
+
+
 def live_clip(height: int, frames: int = 150) -> tuple[str, tuple[int, int]]:
     """The sample clip upscaled (bicubic) to 16:9 at ``height`` and encoded to H.264 once,
     cached under the vidharm cache: the stand-in camera of the live benchmarks."""
     import os
 
     from .. import assets
-    w = int(round(height * 16 / 9 / 2)) * 2
+    w, _ = size_16_9(height)
     out = assets.cache_dir() / "bench" / f"sample_{w}x{height}_{frames}.mp4"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
