@@ -482,7 +482,7 @@ def _free_port() -> int:
 
 def _ddp_worker(rank: int, world: int, port: int, tmp: str, photo_dir: str) -> None:
     # a worker that aborts (CI saw one SIGABRT, "terminate called without an active exception",
-    # not reproduced here in 460 runs under load) then prints where each of its threads was
+    # not reproduced here in 445 runs under load) then prints where each of its threads was
     faulthandler.enable(all_threads=True)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
                       RANK=str(rank), LOCAL_RANK=str(rank))
